@@ -1,0 +1,54 @@
+"""The ``mmdrfuse`` console command: ``mmdrfuse COMMAND [SUBCOMMAND] [--option value ...]``.
+
+Each subpackage registers its own commands (``register(subparsers)`` in its ``cli`` module);
+heavy imports (torch, ultralytics) happen inside the command handlers so ``--help`` is quick.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from mmdrfuse import __version__
+from mmdrfuse.config import load_overrides
+
+COMMAND_MODULES = ("mmdrfuse.data.cli", "mmdrfuse.fusion.cli", "mmdrfuse.detection.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmdrfuse", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mmdrfuse {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        if getattr(args, "config", None):
+            args._parser.set_defaults(**load_overrides(args.config, args._parser))
+            args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        # Bad input is reported in one line naming the file; --traceback-style debugging via MMDRFUSE_DEBUG.
+        import os
+
+        if os.environ.get("MMDRFUSE_DEBUG"):
+            raise
+        print(f"mmdrfuse {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

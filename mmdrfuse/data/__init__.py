@@ -1,0 +1,1 @@
+"""Datasets and image I/O. Depends on nothing else in mmdrfuse."""

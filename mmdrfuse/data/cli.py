@@ -1,0 +1,6 @@
+"""Commands of mmdrfuse.data (see mmdrfuse/cli.py)."""
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    """Add this subpackage's commands to the top-level parser."""

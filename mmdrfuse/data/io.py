@@ -1,0 +1,173 @@
+"""Image reading, pair matching and atomic writes shared by every stage.
+
+Gray conversion follows the evaluation protocol of the paper's released code: the file
+is decoded as 3-channel BGR and converted with ``cv2.COLOR_BGR2GRAY`` (rounded), which
+differs by up to a few grey levels from decoding JPEGs straight to gray.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterator, List, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the offending file(s)."""
+
+
+def list_images(folder: PathLike) -> Dict[str, Path]:
+    """Map file stem -> path for the images directly inside ``folder`` (sorted by stem).
+
+    Raises DataError for a missing or empty folder, or two files with the same stem.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"image folder does not exist: {folder}")
+    images: Dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
+            continue
+        if path.stem in images:
+            raise DataError(f"two images with the same stem in {folder}: {images[path.stem].name} and {path.name}")
+        images[path.stem] = path
+    if not images:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder: {folder}")
+    return images
+
+
+def match_pairs(
+    first_dir: PathLike, second_dir: PathLike, *, allow_missing: bool = False
+) -> Tuple[List[Tuple[str, Path, Path]], List[str]]:
+    """Match the images of two folders by file stem.
+
+    Returns ``(pairs, unmatched)`` where ``pairs`` is a list of ``(stem, first, second)``
+    sorted by stem and ``unmatched`` lists a message per image without a partner. Unless
+    ``allow_missing`` is set, any unmatched image is a DataError that lists all of them.
+    """
+    first, second = list_images(first_dir), list_images(second_dir)
+    unmatched = [f"{p} has no partner in {second_dir}" for s, p in first.items() if s not in second]
+    unmatched += [f"{p} has no partner in {first_dir}" for s, p in second.items() if s not in first]
+    if unmatched and not allow_missing:
+        raise DataError("unpaired images:\n  " + "\n  ".join(unmatched))
+    pairs = [(s, first[s], second[s]) for s in sorted(first) if s in second]
+    if not pairs:
+        raise DataError(f"no image stems in common between {first_dir} and {second_dir}")
+    return pairs, unmatched
+
+
+def _imread(path: PathLike, flags: int) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image file does not exist: {path}")
+    # np.fromfile + imdecode handles non-ASCII paths and never prints libpng/libjpeg noise as an image.
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, flags) if data.size else None
+    if image is None:
+        raise DataError(f"cannot decode image (corrupt or unsupported): {path}")
+    if image.dtype != np.uint8:
+        raise DataError(f"only 8-bit images are supported, got {image.dtype}: {path}")
+    return image
+
+
+def read_color(path: PathLike) -> np.ndarray:
+    """Read an image as uint8 BGR, shape (H, W, 3); gray files are repeated to 3 channels."""
+    return _imread(path, cv2.IMREAD_COLOR)
+
+
+def bgr_to_gray(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) BGR -> uint8 (H, W) with cv2.COLOR_BGR2GRAY; a 2-D input is returned as is."""
+    if image.ndim == 2:
+        return image
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def read_gray(path: PathLike) -> np.ndarray:
+    """Read an image as uint8 gray (H, W) the way the paper's evaluation does (BGR2GRAY)."""
+    return bgr_to_gray(read_color(path))
+
+
+def check_same_size(a: np.ndarray, b: np.ndarray, path_a: PathLike, path_b: PathLike) -> None:
+    if a.shape[:2] != b.shape[:2]:
+        raise DataError(
+            f"size mismatch: {path_a} is {a.shape[1]}x{a.shape[0]} but {path_b} is {b.shape[1]}x{b.shape[0]}"
+        )
+
+
+def check_output_outside_inputs(out_dir: PathLike, *input_dirs: PathLike) -> None:
+    """Refuse an output folder that is, or lies inside, one of the input folders."""
+    out = Path(out_dir).resolve()
+    for folder in input_dirs:
+        src = Path(folder).resolve()
+        if out == src or src in out.parents:
+            raise DataError(f"output folder {out_dir} lies inside input folder {folder}; choose another --out")
+
+
+def write_image_atomic(path: PathLike, image: np.ndarray) -> None:
+    """Encode ``image`` with the codec of ``path``'s extension and move it into place atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    if not ok:
+        raise DataError(f"cannot encode image for {path}")
+    write_bytes_atomic(path, encoded.tobytes())
+
+
+def write_bytes_atomic(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: PathLike, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_directory(final: PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+    """Build a directory under a temporary sibling name and rename it to ``final`` on success.
+
+    An interrupted build leaves only ``.<name>.partial-*`` behind, never a folder that
+    looks complete. With ``overwrite`` an existing ``final`` is replaced at the end.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if final.exists():
+        if not overwrite:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise DataError(f"output already exists: {final}")
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+
+
+def to_gray_float(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack uint8 gray images of one size into float32 (N, 1, H, W) in [0, 1]."""
+    return np.stack(images).astype(np.float32)[:, None] / 255.0

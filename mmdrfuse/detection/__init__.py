@@ -1,0 +1,1 @@
+"""Detection stage: YOLO training/validation per fusion method, comparison, pipeline and demo."""

@@ -1,0 +1,1 @@
+"""Fusion stage: MMDRFuse networks, losses, dynamic refresh, distillation, training, inference, metrics."""

@@ -1,0 +1,1 @@
+"""Fusion quality metrics (evaluation) and the differentiable SSIM / GMSD used by dynamic refresh."""
