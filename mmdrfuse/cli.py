@@ -13,7 +13,14 @@ from typing import List, Optional
 from mmdrfuse import __version__
 from mmdrfuse.config import load_overrides
 
-COMMAND_MODULES = ("mmdrfuse.data.cli", "mmdrfuse.fusion.cli", "mmdrfuse.detection.cli")
+# Each module has register(subparsers); one module per area keeps ownership clear.
+COMMAND_MODULES = (
+    "mmdrfuse.data.cli",  # prepare patches | yolo | synthetic | validate
+    "mmdrfuse.fusion.cli",  # fuse, train teacher | student
+    "mmdrfuse.fusion.metrics.cli",  # evaluate
+    "mmdrfuse.fusion.bench",  # bench, export
+    "mmdrfuse.detection.cli",  # detect, pipeline, demo
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,6 @@
+"""Commands of mmdrfuse.fusion.metrics.cli (see mmdrfuse/cli.py)."""
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    """Add this module's commands to the top-level parser."""

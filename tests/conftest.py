@@ -1,0 +1,28 @@
+"""Shared fixtures. Material in ../shared (real images, released weights) is optional:
+tests that need it skip cleanly when it is absent, as in a user's clone."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MMDRFUSE_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    """Path inside ../shared, or skip the calling test when it is missing."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (../shared is not available)")
+    return path
+
+
+@pytest.fixture
+def official_weights():
+    """Paths of the authors' released student and teacher state dicts."""
+    return {
+        "student": shared_path("weights", "official", "student.model"),
+        "teacher": shared_path("weights", "official", "teacher.model"),
+    }
