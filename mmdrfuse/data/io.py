@@ -122,6 +122,16 @@ def write_image_atomic(path: PathLike, image: np.ndarray) -> None:
     write_bytes_atomic(path, encoded.tobytes())
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which would race with writer threads.
+_UMASK = _read_umask()
+
+
 def write_bytes_atomic(path: PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it onto ``path``."""
     path = Path(path)
@@ -130,6 +140,7 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -151,6 +162,7 @@ def atomic_directory(final: PathLike, *, overwrite: bool = True) -> Iterator[Pat
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700; a dataset should be readable like any folder
     try:
         yield staging
     except BaseException:
@@ -171,3 +183,56 @@ def atomic_directory(final: PathLike, *, overwrite: bool = True) -> Iterator[Pat
 def to_gray_float(images: Sequence[np.ndarray]) -> np.ndarray:
     """Stack uint8 gray images of one size into float32 (N, 1, H, W) in [0, 1]."""
     return np.stack(images).astype(np.float32)[:, None] / 255.0
+
+
+# JPEG start-of-frame markers carry the image size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
+_JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(handle) -> Union[Tuple[int, int], None]:
+    handle.seek(2)
+    while True:
+        byte = handle.read(1)
+        while byte == b"\xff":  # fill bytes before a marker
+            byte = handle.read(1)
+        if not byte:
+            return None
+        marker = byte[0]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length field
+            continue
+        length_bytes = handle.read(2)
+        if len(length_bytes) < 2:
+            return None
+        length = int.from_bytes(length_bytes, "big")
+        if marker in _JPEG_SOF_MARKERS:
+            header = handle.read(5)
+            if len(header) < 5:
+                return None
+            return int.from_bytes(header[3:5], "big"), int.from_bytes(header[1:3], "big")
+        handle.seek(length - 2, os.SEEK_CUR)
+        # The next byte must start a marker; anything else means a corrupt stream.
+        if handle.read(1) != b"\xff":
+            return None
+        handle.seek(-1, os.SEEK_CUR)
+
+
+def image_size(path: PathLike) -> Tuple[int, int]:
+    """``(width, height)`` of an image file, from the PNG or JPEG header without decoding pixels.
+
+    Other formats (and headers this parser does not understand) are decoded in full.
+    Raises DataError naming the file when it is missing or unreadable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image file does not exist: {path}")
+    with open(path, "rb") as handle:
+        start = handle.read(24)
+        size = None
+        if start[:8] == b"\x89PNG\r\n\x1a\n" and start[12:16] == b"IHDR":
+            size = int.from_bytes(start[16:20], "big"), int.from_bytes(start[20:24], "big")
+        elif start[:2] == b"\xff\xd8":
+            size = _jpeg_size(handle)
+    if size is None or min(size) <= 0:
+        height, width = _imread(path, cv2.IMREAD_UNCHANGED).shape[:2]
+        size = (width, height)
+    return size
