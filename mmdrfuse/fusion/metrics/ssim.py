@@ -15,20 +15,8 @@ with local statistics from a window slid over the "valid" region only (no paddin
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-
-def _window(kind: str, size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    if kind == "gaussian":
-        coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-        g = torch.exp(-(coords**2) / (2 * sigma**2))
-        g = g / g.sum()
-        w = g[:, None] * g[None, :]
-    elif kind == "uniform":
-        w = torch.full((size, size), 1.0 / size**2, dtype=torch.float64)
-    else:
-        raise ValueError(f"window must be 'gaussian' or 'uniform', got {kind!r}")
-    return w.to(dtype=dtype, device=device)[None, None]
+from mmdrfuse.fusion.metrics.filters import box_mean, gaussian_kernel_1d, row_bands, separable_filter
 
 
 def ssim(
@@ -54,15 +42,39 @@ def ssim(
         raise ValueError(f"ssim expects two (B, 1, H, W) tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if min(x.shape[-2:]) < window_size:
         raise ValueError(f"images of size {tuple(x.shape[-2:])} are smaller than the {window_size}x{window_size} window")
-    w = _window(window, window_size, sigma, x.dtype, x.device)
-    stacked = torch.cat([x, y, x * x, y * y, x * y], dim=1)
-    b = x.shape[0]
-    stats = F.conv2d(stacked.reshape(b * 5, 1, *x.shape[-2:]), w).reshape(b, 5, *(s - window_size + 1 for s in x.shape[-2:]))
-    mu_x, mu_y, xx, yy, xy = stats.unbind(1)
+    if window not in ("gaussian", "uniform"):
+        raise ValueError(f"window must be 'gaussian' or 'uniform', got {window!r}")
+    total = 0.0
+    for rows in row_bands(x, window_size):
+        band = _ssim_map(x[..., rows, :], y[..., rows, :], data_range, window, window_size, sigma, k1, k2, sample_covariance)
+        total = total + band.sum((1, 2, 3))
+    return total / ((x.shape[-2] - window_size + 1) * (x.shape[-1] - window_size + 1))
+
+
+def _ssim_map(x, y, data_range, window, window_size, sigma, k1, k2, sample_covariance) -> torch.Tensor:
+    """The SSIM map of the 'valid' windows of one band of rows: (B, 1, H', W')."""
+    kernel = gaussian_kernel_1d(window_size, sigma, dtype=x.dtype, device=x.device) if window == "gaussian" else None
+
+    def local_mean(plane: torch.Tensor) -> torch.Tensor:
+        return box_mean(plane, window_size) if kernel is None else separable_filter(plane, kernel, kernel)
+
+    mu_x, mu_y, xx, yy, xy = (local_mean(plane) for plane in (x, y, x * x, y * y, x * y))
     cov_norm = window_size**2 / (window_size**2 - 1) if sample_covariance else 1.0
-    var_x = cov_norm * (xx - mu_x * mu_x)
-    var_y = cov_norm * (yy - mu_y * mu_y)
-    cov_xy = cov_norm * (xy - mu_x * mu_y)
+    mu_xy = mu_x * mu_y
+    mu_sq = torch.addcmul(mu_x * mu_x, mu_y, mu_y)
+    var_sum = (xx + yy - mu_sq) * cov_norm
+    cov_xy = (xy - mu_xy) * cov_norm
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return ssim_map.flatten(1).mean(1)
+    return ((2 * mu_xy + c1) * (2 * cov_xy + c2)) / ((mu_sq + c1) * (var_sum + c2))
+
+
+def ssim_fusion(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+    """Fusion-paper SSIM = SSIM(F, A) + SSIM(F, B) (values up to 2) on the 0..255 scale: (B,).
+
+    scikit-image ``structural_similarity`` defaults with ``data_range=2`` (what older versions
+    inferred for float input): 7x7 uniform window, K1 = 0.01, K2 = 0.03, sample covariance,
+    mean over the map without its 3-pixel border.
+    """
+    fused = fused.to(torch.float64)
+    options = dict(data_range=2.0, window="uniform", window_size=7, sample_covariance=True)
+    return ssim(fused, ir.to(torch.float64), **options) + ssim(fused, vi.to(torch.float64), **options)

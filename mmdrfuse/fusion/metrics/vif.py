@@ -1,0 +1,92 @@
+"""VIF: pixel-domain visual information fidelity (Sheikh and Bovik, 2006, "vifp"), summed over the sources.
+
+At each scale :math:`s = 1..4` a normalised Gaussian window of :math:`N = 2^{5-s} + 1` taps and
+standard deviation :math:`N / 5` gives the local statistics ('valid' windows only) of the
+reference :math:`R` (a source) and the distorted image :math:`D` (the fused image); before
+scales 2-4 both images are blurred with that scale's window ('valid') and subsampled by 2.
+
+.. math::
+    g = \\frac{\\sigma_{RD}}{\\sigma_R^2 + \\epsilon}, \\quad
+    \\sigma_V^2 = \\sigma_D^2 - g\\, \\sigma_{RD}, \\quad
+    \\mathrm{VIF}(R, D) = \\frac{\\sum_{s, p} \\log_{10}\\big(1 + g^2 \\sigma_R^2 / (\\sigma_V^2 + \\sigma_n^2)\\big)}
+                              {\\sum_{s, p} \\log_{10}\\big(1 + \\sigma_R^2 / \\sigma_n^2\\big)}
+
+with :math:`\\sigma_n^2 = 2`, :math:`\\epsilon = 10^{-10}` and the clamps of the widely used
+Python evaluator, in its order: negative variances become 0; where :math:`\\sigma_R^2 < \\epsilon`:
+g = 0 and :math:`\\sigma_R^2 = 0`; where :math:`\\sigma_D^2 < \\epsilon`: g = 0; where g < 0: g = 0;
+:math:`\\sigma_V^2` is floored at :math:`\\epsilon`. A pixel therefore adds to the numerator only
+where both variances reach :math:`\\epsilon` and the covariance is positive. A constant
+reference (denominator 0, NaN in the evaluator) gives VIF = 1, the evaluator's NaN rule.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from mmdrfuse.fusion.metrics.filters import gaussian_kernel_1d, row_bands, separable_filter
+from mmdrfuse.fusion.metrics.no_reference import check_gray_batch
+
+SCALES = 4
+EPS = 1e-10
+MIN_SIZE = 41  # smallest side whose four scales all have a 'valid' window left
+
+
+def visual_information_fidelity(
+    references: Sequence[torch.Tensor], distorted: torch.Tensor, *, noise_variance: float = 2.0
+) -> torch.Tensor:
+    """VIF of ``distorted`` (B, 1, H, W) against each reference (B, 1, H, W): (B, K) for K references.
+
+    The distorted image's local statistics are computed once for all references. Values on the
+    0..255 scale; H, W >= 41. Not differentiable (in-place clamps).
+    """
+    check_gray_batch(distorted, *references, min_size=MIN_SIZE)
+    refs = [reference.detach().to(torch.float64) for reference in references]
+    dist = distorted.detach().to(torch.float64)
+    numerator = dist.new_zeros(dist.shape[0], len(refs))
+    denominator = dist.new_zeros(dist.shape[0], len(refs))
+    for scale in range(1, SCALES + 1):
+        size = 2 ** (SCALES + 1 - scale) + 1
+        kernel = gaussian_kernel_1d(size, size / 5.0, device=dist.device)
+        if scale > 1:
+            refs = [_blur_and_subsample(ref, kernel) for ref in refs]
+            dist = _blur_and_subsample(dist, kernel)
+        for rows in row_bands(dist, size):
+            band_refs = [ref[..., rows, :] for ref in refs]
+            band_numerator, band_denominator = _vif_sums(band_refs, dist[..., rows, :], kernel, noise_variance)
+            numerator += band_numerator
+            denominator += band_denominator
+    return torch.where(denominator > 0, numerator / denominator.clamp(min=torch.finfo(torch.float64).tiny), 1.0)
+
+
+def _blur_and_subsample(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    return separable_filter(image, kernel, kernel)[..., ::2, ::2].contiguous()
+
+
+def _vif_sums(refs: Sequence[torch.Tensor], dist: torch.Tensor, kernel: torch.Tensor, noise_variance: float):
+    """Numerator and denominator sums (natural log) of one scale over the 'valid' windows of a band: (B, K) each."""
+    mu_dist, var_dist = separable_filter(dist, kernel, kernel), separable_filter(dist * dist, kernel, kernel)
+    var_dist = var_dist.addcmul_(mu_dist, mu_dist, value=-1).clamp_(min=0)
+    dist_informative = var_dist >= EPS
+    numerators, denominators = [], []
+    for ref in refs:
+        mu_ref, var_ref, covariance = (separable_filter(plane, kernel, kernel) for plane in (ref, ref * ref, ref * dist))
+        var_ref = var_ref.addcmul_(mu_ref, mu_ref, value=-1)
+        var_ref.masked_fill_(var_ref < EPS, 0.0)  # negative -> 0, then the sigma_R^2 < eps rule
+        covariance = covariance.addcmul_(mu_ref, mu_dist, value=-1)
+        # g = 0 where g < 0 or sigma_D^2 < eps (and then sigma_V^2 = sigma_D^2 < eps -> eps, as in the
+        # evaluator); where sigma_R^2 < eps, g and sigma_V^2 do not matter: the term is multiplied by sigma_R^2 = 0.
+        gain = (covariance / (var_ref + EPS)).clamp_(min=0).mul_(dist_informative)
+        noise = torch.addcmul(var_dist, gain, covariance, value=-1).clamp_(min=EPS).add_(noise_variance)
+        signal_to_noise = gain.square_().mul_(var_ref).div_(noise)
+        # log10 = ln / ln 10 cancels in the ratio. float32 logs of the float64 1 + x (absolute error
+        # 6e-8 per pixel, ~1e-7 relative on the sums) are several times faster than float64 ones on the CPU.
+        signal = var_ref.div_(noise_variance)
+        numerators.append(torch.log(signal_to_noise.add_(1).to(torch.float32)).sum((1, 2, 3), dtype=torch.float64))
+        denominators.append(torch.log(signal.add_(1).to(torch.float32)).sum((1, 2, 3), dtype=torch.float64))
+    return torch.stack(numerators, 1), torch.stack(denominators, 1)
+
+
+def vif_fusion(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+    """VIF = VIF(A, F) + VIF(B, F): (B,)."""
+    return visual_information_fidelity([ir, vi], fused).sum(1)
