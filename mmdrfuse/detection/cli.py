@@ -32,13 +32,13 @@ def register(subparsers) -> None:
     """Add this subpackage's commands to the top-level parser."""
     D = defaults("detect")
     parser = add_command(subparsers, "detect", help="train a YOLO detector on each fusion method's images and compare them")
-    parser.add_argument("--root", required=True, help="LLVIP folder (infrared/, visible/, Annotations/)")
+    parser.add_argument("--root", help="LLVIP folder (infrared/, visible/, Annotations/); required")
     parser.add_argument("--method", action="append", metavar="NAME=DIR",
                         help="a fusion method's images, one per LLVIP id (stem = id); repeatable")
     parser.add_argument("--builtin", default=D["builtin"], metavar="NAMES",
                         help="comma-separated built-in methods: infrared, visible, average, max, laplacian, student, teacher "
                              f"(default: {D['builtin']})")
-    parser.add_argument("--out", required=True, help="output folder (re-running continues where it stopped)")
+    parser.add_argument("--out", help="output folder (re-running continues where it stopped); required")
     parser.add_argument("--model", default=D["model"], help="ultralytics model YAML (default: %(default)s)")
     parser.add_argument("--weights", default=D["weights"],
                         help="starting weights: a name in ultralytics' weights folder, a .pt path, or none "

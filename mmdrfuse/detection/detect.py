@@ -55,6 +55,10 @@ def builtin_images(
 def run_detect(args) -> int:
     from mmdrfuse.detection.yolo_offline import resolve_weights
 
+    # Not argparse-required, so that a --config file can supply them too.
+    missing = [f"--{name}" for name in ("root", "out") if not getattr(args, name)]
+    if missing:
+        raise DataError(f"detect needs {' and '.join(missing)} (on the command line or in the --config file)")
     root = check_root(args.root)
     out = Path(args.out)
     user_methods = dict(parse_method(text) for text in args.method or [])
