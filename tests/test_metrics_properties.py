@@ -110,7 +110,7 @@ def test_batch_equals_single_images_and_torch_path_equals_opencv_path(monkeypatc
     batch = torch.stack(images)
     batched = evaluate_batch(batch[:, 0:1], batch[:, 1:2], batch[:, 2:3])
     # The CUDA code path (whole-image torch convolutions), run here on the CPU.
-    monkeypatch.setattr(filters, "_use_opencv", lambda images: False)
+    monkeypatch.setattr(filters, "use_opencv", lambda images: False)
     torch_path = evaluate_batch(batch[:, 0:1], batch[:, 1:2], batch[:, 2:3])
     for name in ALL_METRICS:
         expected = torch.cat([single[name] for single in singles])
@@ -149,3 +149,25 @@ def test_refresh_ssim_and_gmsd_stay_differentiable_and_match_the_fast_path():
     (with_grad.sum() + gmsd(x, y).sum()).backward()
     assert with_grad.shape == (2,) and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     assert torch.allclose(with_grad.detach(), ssim(x.detach(), y), atol=1e-12)  # OpenCV path
+
+
+def test_8bit_fast_paths_equal_the_float_paths(monkeypatch):
+    """SSIM, EN and MI read 8-bit images through OpenCV's integer filters and histograms; the
+    float paths (any other input) must give the same numbers."""
+    fused, ir, vi = _texture(12, (70, 90)), _texture(13, (70, 90)), _texture(14, (70, 90))
+    fused[:20, :30] = 255  # saturated and flat blocks
+    ir[40:, 50:] = 0
+    fast = evaluate_pair(fused, ir, vi)
+    monkeypatch.setattr(filters, "uint8_if_exact", lambda image: None)
+    slow = evaluate_pair(fused, ir, vi)
+    for name in ALL_METRICS:
+        assert fast[name] == pytest.approx(slow[name], abs=1e-9), name
+
+
+def test_out_of_range_values_do_not_take_the_8bit_path():
+    # 300 and -5 would wrap in uint8: MI must bin every distinct value as it is.
+    x = torch.tensor([[0.0, 300.0, -5.0, 300.0]], dtype=torch.float64).reshape(1, 1, 2, 2)
+    y = torch.tensor([[0.0, 44.0, 251.0, 44.0]], dtype=torch.float64).reshape(1, 1, 2, 2)
+    # y determines x: the mutual information is the entropy of y, {0: 1/4, 44: 1/2, 251: 1/4} in nats
+    expected = -(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25))
+    assert float(METRICS["MI"](x, y, y)[0]) == pytest.approx(2 * expected, abs=1e-12)

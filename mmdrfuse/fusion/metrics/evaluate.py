@@ -12,7 +12,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Sequence, Tuple
 import numpy as np
 import torch
 
-from mmdrfuse.data.io import DataError, PathLike, check_same_size, list_images, match_pairs, read_gray
+from mmdrfuse.data.io import DataError, PathLike, check_same_size, image_size, list_images, match_pairs, read_gray
 from mmdrfuse.fusion.metrics.no_reference import average_gradient, entropy, spatial_frequency, standard_deviation
 from mmdrfuse.fusion.metrics.qabf import qabf
 from mmdrfuse.fusion.metrics.source_referenced import (
@@ -20,6 +20,7 @@ from mmdrfuse.fusion.metrics.source_referenced import (
     mean_squared_error,
     mutual_information,
     peak_signal_to_noise_ratio,
+    source_moments,
     sum_of_correlations_of_differences,
 )
 from mmdrfuse.fusion.metrics.ssim import ssim_fusion
@@ -38,6 +39,13 @@ METRICS: Dict[str, Metric] = {
     "SF": lambda fused, ir, vi: spatial_frequency(fused),
     "AG": lambda fused, ir, vi: average_gradient(fused),
     "MI": mutual_information,
+    "MSE": mean_squared_error,
+    "PSNR": peak_signal_to_noise_ratio,
+}
+# Metrics computed from the shared sums and Gram matrix of (A, B, F): evaluate_batch computes those once.
+FROM_MOMENTS = {
+    "SCD": sum_of_correlations_of_differences,
+    "CC": correlation_coefficient,
     "MSE": mean_squared_error,
     "PSNR": peak_signal_to_noise_ratio,
 }
@@ -85,7 +93,11 @@ def evaluate_batch(
     """Every metric of a batch: three float64 (B, 1, H, W) tensors on one device -> {name: (B,)}."""
     threads = _single_threaded_cpu() if fused.device.type == "cpu" else contextlib.nullcontext()
     with torch.no_grad(), threads:
-        return {name: METRICS[name](fused, ir, vi) for name in metrics}
+        moments = source_moments(fused, ir, vi) if any(name in FROM_MOMENTS for name in metrics) else None
+        return {
+            name: FROM_MOMENTS[name](fused, ir, vi, moments=moments) if name in FROM_MOMENTS else METRICS[name](fused, ir, vi)
+            for name in metrics
+        }
 
 
 def _as_tensor(image: np.ndarray, what: str) -> torch.Tensor:
@@ -122,16 +134,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _image_size(path: Path) -> Tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, UnidentifiedImageError) as error:
-        raise DataError(f"cannot read image (corrupt or unsupported): {path}") from error
-
-
 def plan_pairs(
     fused_dir: PathLike, ir_dir: PathLike, vi_dir: PathLike, *, allow_missing: bool = False
 ) -> Tuple[List[Tuple[str, Path, Path, Path]], List[str]]:
@@ -151,7 +153,7 @@ def plan_pairs(
             skipped.append(f"{stem}: no fused image in {fused_dir} for {ir_path.name} / {vi_path.name}")
             continue
         paths = (fused[stem], ir_path, vi_path)
-        sizes = [_image_size(path) for path in paths]
+        sizes = [image_size(path) for path in paths]
         if len(set(sizes)) > 1:
             described = ", ".join(f"{path} is {w}x{h}" for path, (w, h) in zip(paths, sizes))
             skipped.append(f"{stem}: size mismatch: {described}")

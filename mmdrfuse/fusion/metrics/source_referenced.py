@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import math
 
+import cv2
+import numpy as np
 import torch
 
+from mmdrfuse.fusion.metrics import filters
 from mmdrfuse.fusion.metrics.no_reference import check_gray_batch
 
 
@@ -58,26 +61,28 @@ def correlation_of_combinations(sums: torch.Tensor, gram: torch.Tensor, n: int, 
     return torch.where(constant, 0.0, covariance / denominator)
 
 
-def correlation_coefficient(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+def correlation_coefficient(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, *, moments=None) -> torch.Tensor:
     """CC: mean correlation of the fused image with each source.
 
     .. math:: \\mathrm{CC} = \\tfrac{1}{2} \\big(r(F, A) + r(F, B)\\big)
 
-    A constant image contributes r = 0 (see :func:`correlation_of_combinations`).
+    A constant image contributes r = 0 (see :func:`correlation_of_combinations`). ``moments``:
+    :func:`source_moments` of the same images, when already computed.
     """
-    sums, gram = source_moments(fused, ir, vi)
+    sums, gram = moments or source_moments(fused, ir, vi)
     n = fused[0].numel()
     return (correlation_of_combinations(sums, gram, n, _A, _F) + correlation_of_combinations(sums, gram, n, _B, _F)) / 2
 
 
-def sum_of_correlations_of_differences(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+def sum_of_correlations_of_differences(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, *, moments=None) -> torch.Tensor:
     """SCD (Aslantas and Bendes, 2015): how much of each source the fused image adds to the other.
 
     .. math:: \\mathrm{SCD} = r(A, F - B) + r(B, F - A)
 
     Where ``F - B`` or ``A`` is constant (e.g. F = B) that term is 0 (see :func:`correlation_of_combinations`).
+    ``moments`` as in :func:`correlation_coefficient`.
     """
-    sums, gram = source_moments(fused, ir, vi)
+    sums, gram = moments or source_moments(fused, ir, vi)
     n = fused[0].numel()
     return correlation_of_combinations(sums, gram, n, _A, _F - _B) + correlation_of_combinations(sums, gram, n, _B, _F - _A)
 
@@ -116,6 +121,23 @@ def mutual_information_pair(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.stack(values)
 
 
+def _8bit_levels(*images: torch.Tensor):
+    """The flattened CPU images as (1, N) uint8 arrays when all hold only integers in 0..255 and
+    the histogram counts fit float32 exactly (OpenCV's histograms), else None."""
+    if images[0].device.type != "cpu" or images[0].numel() >= 2**24:
+        return None
+    levels = [filters.uint8_if_exact(image.detach().to(torch.float64).numpy()[None]) for image in images]
+    return None if any(level is None for level in levels) else levels
+
+
+def _mutual_information_of_histogram(x: np.ndarray, y: np.ndarray) -> torch.Tensor:
+    """Mutual information (nats) of two (1, N) uint8 arrays from their 256 x 256 joint histogram."""
+    joint = cv2.calcHist([x, y], [0, 1], None, [256, 256], [0, 256, 0, 256]).astype(np.float64) / x.size
+    outer = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True)
+    nonzero = joint > 0
+    return torch.tensor(max(0.0, float((joint[nonzero] * np.log(joint[nonzero] / outer[nonzero])).sum())), dtype=torch.float64)
+
+
 def mutual_information(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
     """MI: information the fused image shares with each source, in nats.
 
@@ -124,6 +146,11 @@ def mutual_information(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) 
     check_gray_batch(fused, ir, vi, min_size=1)
     values = []
     for f, a, b in zip(fused.flatten(1), ir.flatten(1), vi.flatten(1)):
+        levels = _8bit_levels(f, a, b)
+        if levels is not None:
+            fused_levels, *sources = levels
+            values.append(sum(_mutual_information_of_histogram(fused_levels, source) for source in sources))
+            continue
         fused_labels = _labels(f)
         values.append(
             _mutual_information_of_labels(*fused_labels, *_labels(a)) + _mutual_information_of_labels(*fused_labels, *_labels(b))
@@ -131,23 +158,25 @@ def mutual_information(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) 
     return torch.stack(values)
 
 
-def mean_squared_error(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+def mean_squared_error(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, *, moments=None) -> torch.Tensor:
     """MSE: mean of the two sources' mean squared differences from the fused image (lower is better).
 
     .. math:: \\mathrm{MSE} = \\tfrac{1}{2} \\big(\\operatorname{mean}_p (A - F)^2 + \\operatorname{mean}_p (B - F)^2\\big)
+
+    ``moments`` as in :func:`correlation_coefficient`.
     """
-    sums, gram = source_moments(fused, ir, vi)
+    sums, gram = moments or source_moments(fused, ir, vi)
     n = fused[0].numel()
     return (_quadratic(gram, _A - _F, _A - _F) + _quadratic(gram, _B - _F, _B - _F)).clamp(min=0) / (2 * n)
 
 
-def peak_signal_to_noise_ratio(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+def peak_signal_to_noise_ratio(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, *, moments=None) -> torch.Tensor:
     """PSNR in dB with the fused image's own maximum as the peak (not 255), as fusion papers print it.
 
     .. math:: \\mathrm{PSNR} = 10 \\log_{10} \\frac{\\max_p F(p)^2}{\\mathrm{MSE}}
 
     +inf when MSE = 0 (F = A = B) and -inf when F is all zero but MSE > 0.
     """
-    mse = mean_squared_error(fused, ir, vi)
+    mse = mean_squared_error(fused, ir, vi, moments=moments)
     peak = fused.flatten(1).amax(1).to(torch.float64)
     return 10 * torch.log10(torch.where(mse > 0, peak.square() / mse, math.inf))

@@ -14,8 +14,13 @@ with local statistics from a window slid over the "valid" region only (no paddin
 """
 from __future__ import annotations
 
+from typing import Sequence
+
+import cv2
+import numpy as np
 import torch
 
+from mmdrfuse.fusion.metrics import filters
 from mmdrfuse.fusion.metrics.filters import box_mean, gaussian_kernel_1d, row_bands, separable_filter
 
 
@@ -44,6 +49,11 @@ def ssim(
         raise ValueError(f"images of size {tuple(x.shape[-2:])} are smaller than the {window_size}x{window_size} window")
     if window not in ("gaussian", "uniform"):
         raise ValueError(f"window must be 'gaussian' or 'uniform', got {window!r}")
+    if filters.use_opencv(x) and filters.use_opencv(y):
+        options = (data_range, window, window_size, sigma, k1, k2, sample_covariance)
+        planes = [[image[i, 0].detach().to(torch.float64).numpy() for image in (x, y)] for i in range(x.shape[0])]
+        means = [_ssim_means_numpy(x_plane, [y_plane], *options)[0] for x_plane, y_plane in planes]
+        return torch.tensor(means, dtype=torch.float64).to(x.dtype)
     total = 0.0
     for rows in row_bands(x, window_size):
         band = _ssim_map(x[..., rows, :], y[..., rows, :], data_range, window, window_size, sigma, k1, k2, sample_covariance)
@@ -68,6 +78,79 @@ def _ssim_map(x, y, data_range, window, window_size, sigma, k1, k2, sample_covar
     return ((2 * mu_xy + c1) * (2 * cov_xy + c2)) / ((mu_sq + c1) * (var_sum + c2))
 
 
+def _ssim_means_numpy(
+    x: np.ndarray, ys: Sequence[np.ndarray], data_range, window, window_size, sigma, k1, k2, sample_covariance
+) -> list:
+    """Mean SSIM of one (H, W) float64 array against each of ``ys`` on the CPU, over bands of rows.
+
+    x's local statistics are shared by all pairs. With :math:`\\sigma` unnormalised (population)
+    moments, the sample-covariance factor n = N / (N - 1) cancels into :math:`C_2 / n`:
+    :math:`(2\\sigma_{xy} n + C_2) / ((\\sigma_x^2 + \\sigma_y^2) n + C_2) = (2\\sigma_{xy} + C_2 / n) / (\\sigma_x^2 + \\sigma_y^2 + C_2 / n)`.
+    Planes are row-cropped only (contiguous); the border columns are cropped when summing.
+    """
+    height, width = x.shape
+    radius = window_size // 2
+    eight_bit = [filters.uint8_if_exact(image) for image in (x, *ys)]
+    if all(image is not None for image in eight_bit):
+        (x, *ys), product_type = eight_bit, np.uint16  # products of 8-bit values fit uint16
+    else:
+        product_type = np.float64
+    bands = filters.band_slices(height, width, window_size)
+    band_rows = bands[0].stop - bands[0].start
+    buffers = np.empty((8, band_rows, width))
+    product = np.empty((band_rows, width), product_type)
+    if window == "gaussian":
+        kernel = gaussian_kernel_1d(window_size, sigma).numpy()
+
+        def local_mean(plane, out):
+            cv2.sepFilter2D(plane, cv2.CV_64F, kernel, kernel, dst=out, borderType=cv2.BORDER_REPLICATE)
+
+        def local_mean_of_square(plane, out):
+            local_mean(np.multiply(plane, plane, dtype=product_type, out=product[: plane.shape[0]]), out)
+
+    else:
+
+        def local_mean(plane, out):
+            cv2.boxFilter(plane, cv2.CV_64F, (window_size, window_size), dst=out, normalize=True, borderType=cv2.BORDER_REPLICATE)
+
+        def local_mean_of_square(plane, out):
+            cv2.sqrBoxFilter(plane, cv2.CV_64F, (window_size, window_size), dst=out, normalize=True, borderType=cv2.BORDER_REPLICATE)
+
+    cov_norm = window_size**2 / (window_size**2 - 1) if sample_covariance else 1.0
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2 / cov_norm
+    totals = [0.0] * len(ys)
+    for rows in bands:
+        h = rows.stop - rows.start
+        mu_x, xx, mu_y, yy, xy, numerator, denominator, x_square = (plane[:h] for plane in buffers)
+        crop = lambda plane: plane[radius : h - radius]  # noqa: E731
+        band_x = x[rows]
+        local_mean(band_x, mu_x)
+        local_mean_of_square(band_x, xx)
+        mu_x, xx, x_square = crop(mu_x), crop(xx), crop(x_square)
+        np.square(mu_x, out=x_square)
+        for k, y in enumerate(ys):
+            band_y = y[rows]
+            local_mean(band_y, mu_y)
+            local_mean_of_square(band_y, yy)
+            local_mean(np.multiply(band_x, band_y, dtype=product_type, out=product[:h]), xy)
+            my, yy_, xy_, num, den = crop(mu_y), crop(yy), crop(xy), crop(numerator), crop(denominator)
+            # cv2.addWeighted fuses a * alpha + b * beta + gamma into one float64 pass.
+            mean_product = np.multiply(mu_x, my, out=num)
+            cv2.addWeighted(xy_, 2.0, mean_product, -2.0, c2, dst=xy_)  # 2 sigma_xy + C_2 / n
+            cv2.addWeighted(mean_product, 2.0, mean_product, 0.0, c1, dst=num)  # 2 mu_x mu_y + C_1
+            num *= xy_
+            np.square(my, out=my)
+            my += x_square  # mu_x^2 + mu_y^2
+            cv2.addWeighted(xx, 1.0, yy_, 1.0, c2, dst=den)
+            den -= my  # sigma_x^2 + sigma_y^2 + C_2 / n
+            my += c1
+            den *= my
+            num /= den
+            totals[k] += cv2.sumElems(num[:, radius : width - radius])[0]
+    count = (height - window_size + 1) * (width - window_size + 1)
+    return [total / count for total in totals]
+
+
 def ssim_fusion(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
     """Fusion-paper SSIM = SSIM(F, A) + SSIM(F, B) (values up to 2) on the 0..255 scale: (B,).
 
@@ -75,6 +158,16 @@ def ssim_fusion(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torc
     inferred for float input): 7x7 uniform window, K1 = 0.01, K2 = 0.03, sample covariance,
     mean over the map without its 3-pixel border.
     """
+    if filters.use_opencv(fused):
+        if fused.shape != ir.shape or fused.shape != vi.shape or fused.ndim != 4 or fused.shape[1] != 1:
+            raise ValueError(f"ssim expects (B, 1, H, W) tensors of one shape, got {[tuple(t.shape) for t in (fused, ir, vi)]}")
+        if min(fused.shape[-2:]) < 7:
+            raise ValueError(f"images of size {tuple(fused.shape[-2:])} are smaller than the 7x7 window")
+        values = []
+        for i in range(fused.shape[0]):
+            f, a, b = (image[i, 0].detach().to(torch.float64).numpy() for image in (fused, ir, vi))
+            values.append(sum(_ssim_means_numpy(f, [a, b], 2.0, "uniform", 7, 1.5, 0.01, 0.03, True)))
+        return torch.tensor(values, dtype=torch.float64)
     fused = fused.to(torch.float64)
     options = dict(data_range=2.0, window="uniform", window_size=7, sample_covariance=True)
     return ssim(fused, ir.to(torch.float64), **options) + ssim(fused, vi.to(torch.float64), **options)

@@ -22,14 +22,24 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import cv2
+import numpy as np
 import torch
 
-from mmdrfuse.fusion.metrics.filters import gaussian_kernel_1d, row_bands, separable_filter
+from mmdrfuse.fusion.metrics import filters
+from mmdrfuse.fusion.metrics.filters import (
+    band_slices,
+    gaussian_kernel_1d,
+    row_bands,
+    separable_filter,
+    valid_separable_filter,
+)
 from mmdrfuse.fusion.metrics.no_reference import check_gray_batch
 
 SCALES = 4
 EPS = 1e-10
 MIN_SIZE = 41  # smallest side whose four scales all have a 'valid' window left
+_BELOW_EPS = float(np.nextafter(EPS, 0.0))
 
 
 def visual_information_fidelity(
@@ -41,6 +51,17 @@ def visual_information_fidelity(
     0..255 scale; H, W >= 41. Not differentiable (in-place clamps).
     """
     check_gray_batch(distorted, *references, min_size=MIN_SIZE)
+    if filters.use_opencv(distorted):
+        sums = [
+            _vif_sums_numpy(
+                [reference[i, 0].detach().to(torch.float64).numpy() for reference in references],
+                distorted[i, 0].detach().to(torch.float64).numpy(),
+                noise_variance,
+            )
+            for i in range(distorted.shape[0])
+        ]
+        numerator, denominator = (torch.from_numpy(np.stack(parts)) for parts in zip(*sums))
+        return torch.where(denominator > 0, numerator / denominator.clamp(min=torch.finfo(torch.float64).tiny), 1.0)
     refs = [reference.detach().to(torch.float64) for reference in references]
     dist = distorted.detach().to(torch.float64)
     numerator = dist.new_zeros(dist.shape[0], len(refs))
@@ -85,6 +106,74 @@ def _vif_sums(refs: Sequence[torch.Tensor], dist: torch.Tensor, kernel: torch.Te
         numerators.append(torch.log(signal_to_noise.add_(1).to(torch.float32)).sum((1, 2, 3), dtype=torch.float64))
         denominators.append(torch.log(signal.add_(1).to(torch.float32)).sum((1, 2, 3), dtype=torch.float64))
     return torch.stack(numerators, 1), torch.stack(denominators, 1)
+
+
+def _vif_sums_numpy(refs: Sequence[np.ndarray], dist: np.ndarray, noise_variance: float):
+    """Numerator and denominator sums (natural log) of all scales of one image on the CPU: (K,) each.
+
+    The same clamps as :func:`_vif_sums`. Local moments, the gain and sigma_V^2 stay in float64
+    (sigma_V^2 = sigma_D^2 - g sigma_RD cancels where the fused image follows the source); the
+    signal-to-noise ratios and their logs, which only need relative accuracy, run in float32.
+    Every temporary of a band lives in buffers allocated once per scale.
+    """
+    numerator, denominator = np.zeros(len(refs)), np.zeros(len(refs))
+    for scale in range(1, SCALES + 1):
+        size = 2 ** (SCALES + 1 - scale) + 1
+        kernel = gaussian_kernel_1d(size, size / 5.0).numpy()
+        if scale > 1:
+            refs = [np.ascontiguousarray(valid_separable_filter(ref, kernel)[::2, ::2]) for ref in refs]
+            dist = np.ascontiguousarray(valid_separable_filter(dist, kernel)[::2, ::2])
+        bands = band_slices(*dist.shape, size)
+        band_rows = bands[0].stop - bands[0].start
+        full = np.empty((6, band_rows, dist.shape[1]))  # filter outputs (full size) and one product
+        half = np.empty((3, band_rows, dist.shape[1]), np.float32)
+        for rows in bands:
+            height, width = rows.stop - rows.start, dist.shape[1]
+            radius = size // 2
+            # Row-cropped planes stay contiguous (NumPy runs several times faster on them than on
+            # 2-D strided views); the 2 * radius border columns are cropped only when summing.
+            crop = lambda plane: plane[radius : height - radius]  # noqa: E731
+            product, mu_dist, var_dist, mu_ref, var_ref, covariance = (plane[:height] for plane in full)
+            var_ref32, gain32, noise32 = (plane[: height - 2 * radius] for plane in half)
+            band_dist = dist[rows]
+            _filter_into(band_dist, kernel, mu_dist)
+            _filter_into(np.multiply(band_dist, band_dist, out=product), kernel, var_dist)
+            mu_dist, var_dist = crop(mu_dist), crop(var_dist)
+            var_dist -= np.square(mu_dist, out=crop(product))
+            # g = 0 where sigma_D^2 < eps: applied to g^2 below (sigma_V^2 is then < eps either way).
+            dist_informative = (var_dist >= EPS).astype(np.float32)
+            for k, ref in enumerate(refs):
+                band_ref = ref[rows]
+                _filter_into(band_ref, kernel, mu_ref)
+                _filter_into(np.multiply(band_ref, band_ref, out=product), kernel, var_ref)
+                _filter_into(np.multiply(band_ref, band_dist, out=product), kernel, covariance)
+                mu, var, cov, scratch = crop(mu_ref), crop(var_ref), crop(covariance), crop(product)
+                var -= np.square(mu, out=scratch)
+                # negative -> 0, then sigma_R^2 < eps -> 0 (TOZERO keeps values > thresh: var >= eps)
+                cv2.threshold(var, _BELOW_EPS, 0.0, cv2.THRESH_TOZERO, dst=var)
+                cov -= np.multiply(mu, mu_dist, out=scratch)
+                gain = np.divide(cov, np.add(var, EPS, out=mu), out=mu)
+                np.maximum(gain, 0.0, out=gain)
+                noise = np.subtract(var_dist, np.multiply(gain, cov, out=scratch), out=scratch)
+                np.maximum(noise, EPS, out=noise)
+                noise += noise_variance
+                var_ref32[...], gain32[...], noise32[...] = var, gain, noise
+                signal_to_noise = np.square(gain32, out=gain32)
+                signal_to_noise *= dist_informative
+                signal_to_noise *= var_ref32
+                signal_to_noise /= noise32
+                signal_to_noise += 1.0
+                var_ref32 *= 1.0 / noise_variance
+                var_ref32 += 1.0
+                columns = slice(radius, width - radius)
+                numerator[k] += cv2.sumElems(cv2.log(signal_to_noise)[:, columns])[0]
+                denominator[k] += cv2.sumElems(cv2.log(var_ref32)[:, columns])[0]
+    return numerator, denominator
+
+
+def _filter_into(image: np.ndarray, kernel: np.ndarray, out: np.ndarray) -> None:
+    # Full-size output into a preallocated buffer; callers keep its 'valid' part.
+    cv2.sepFilter2D(image, -1, kernel, kernel, dst=out, borderType=cv2.BORDER_REPLICATE)
 
 
 def vif_fusion(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
