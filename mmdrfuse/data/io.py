@@ -112,14 +112,23 @@ def check_output_outside_inputs(out_dir: PathLike, *input_dirs: PathLike) -> Non
             raise DataError(f"output folder {out_dir} lies inside input folder {folder}; choose another --out")
 
 
-def write_image_atomic(path: PathLike, image: np.ndarray) -> None:
-    """Encode ``image`` with the codec of ``path``'s extension and move it into place atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, encoded = cv2.imencode(path.suffix or ".png", image)
+def encode_image(path: PathLike, image: np.ndarray) -> np.ndarray:
+    """The bytes of ``image`` encoded with the codec of ``path``'s extension (PNG without one)."""
+    ok, encoded = cv2.imencode(Path(path).suffix or ".png", image)
     if not ok:
         raise DataError(f"cannot encode image for {path}")
-    write_bytes_atomic(path, encoded.tobytes())
+    return encoded
+
+
+def write_image_atomic(path: PathLike, image: np.ndarray) -> None:
+    """Encode ``image`` with the codec of ``path``'s extension and move it into place atomically."""
+    write_bytes_atomic(path, encode_image(path, image).tobytes())
+
+
+def write_image_staged(path: PathLike, image: np.ndarray) -> None:
+    """Write ``image`` straight to ``path``: only for files inside a staging folder that is
+    itself renamed into place (see :func:`atomic_directory`), where a per-file rename is redundant."""
+    encode_image(path, image).tofile(str(path))
 
 
 def _read_umask() -> int:

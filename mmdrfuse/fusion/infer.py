@@ -35,7 +35,7 @@ from mmdrfuse.data.io import (
     match_pairs,
     read_color,
     read_gray,
-    write_image_atomic,
+    write_image_staged,
 )
 from mmdrfuse.fusion.networks import MODELS, load_model
 from mmdrfuse.fusion.scaling import SCALINGS, to_uint8
@@ -112,7 +112,8 @@ def _load_fast_student(net: nn.Module) -> Optional[Callable[[np.ndarray, np.ndar
         from mmdrfuse.fusion.fast_student import compile_student
     except ImportError:
         return None
-    return compile_student(net)
+    # One thread per call: fuse_folder already runs one pair per worker thread.
+    return compile_student(net, threads=1)
 
 
 def _check_pairs(pairs: Sequence[Tuple[str, Path, Path]]) -> Dict[str, Tuple[int, int]]:
@@ -159,7 +160,7 @@ def _write_fused(path: Path, fused: np.ndarray, scaling: str, ycrcb: Optional[np
         ycrcb = ycrcb.copy()
         ycrcb[..., 0] = image
         image = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
-    write_image_atomic(path, image)
+    write_image_staged(path, image)  # into the staging folder, renamed into --out when all are done
 
 
 def _batches(stems: Sequence[str], sizes: Dict[str, Tuple[int, int]], batch: int, max_pixels: int) -> List[List[str]]:
@@ -231,32 +232,47 @@ def fuse_folder(
     network_seconds = 0.0
     try:
         with ThreadPoolExecutor(workers) as pool, tqdm(total=len(pairs), unit="img", disable=not progress, desc=f"fuse {model}") as bar:
-            def submit_reads(group: List[str]) -> List[Future]:
-                return [pool.submit(_read_pair, *paths[stem], color) for stem in group]
+            if fast is not None:
+                # The fast kernel releases the GIL: each worker reads, fuses and writes one pair,
+                # so decoding, fusing and encoding overlap on every core.
+                def fuse_one(stem: str) -> float:
+                    ir, vi, ycrcb = _read_pair(*paths[stem], color)
+                    start = time.perf_counter()
+                    fused = fast(ir, vi)
+                    spent = time.perf_counter() - start
+                    _write_fused(staging / f"{stem}.png", fused, scaling, ycrcb)
+                    return spent
 
-            prefetch: Deque[Tuple[List[str], List[Future]]] = deque()
-            upcoming = iter(batches)
-            for group in upcoming:
-                prefetch.append((group, submit_reads(group)))
-                if len(prefetch) >= 2:
-                    break
-            writes: List[Future] = []
-            while prefetch:
-                group, reads = prefetch.popleft()
-                following = next(upcoming, None)
-                if following is not None:
-                    prefetch.append((following, submit_reads(following)))
-                decoded = [future.result() for future in reads]
-                start = time.perf_counter()
-                fused = _fuse_group(net, fast, decoded)
-                network_seconds += time.perf_counter() - start
-                for stem, image, (_, _, ycrcb) in zip(group, fused, decoded):
-                    writes.append(pool.submit(_write_fused, staging / f"{stem}.png", image, scaling, ycrcb))
-                for future in [w for w in writes if w.done()]:
+                for spent in pool.map(fuse_one, [stem for stem, _, _ in pairs]):
+                    network_seconds += spent
+                    bar.update(1)
+            else:
+                def submit_reads(group: List[str]) -> List[Future]:
+                    return [pool.submit(_read_pair, *paths[stem], color) for stem in group]
+
+                prefetch: Deque[Tuple[List[str], List[Future]]] = deque()
+                upcoming = iter(batches)
+                for group in upcoming:
+                    prefetch.append((group, submit_reads(group)))
+                    if len(prefetch) >= 2:
+                        break
+                writes: List[Future] = []
+                while prefetch:
+                    group, reads = prefetch.popleft()
+                    following = next(upcoming, None)
+                    if following is not None:
+                        prefetch.append((following, submit_reads(following)))
+                    decoded = [future.result() for future in reads]
+                    start = time.perf_counter()
+                    fused = _fuse_group(net, decoded)
+                    network_seconds += time.perf_counter() - start
+                    for stem, image, (_, _, ycrcb) in zip(group, fused, decoded):
+                        writes.append(pool.submit(_write_fused, staging / f"{stem}.png", image, scaling, ycrcb))
+                    for future in [w for w in writes if w.done()]:
+                        future.result()
+                    bar.update(len(group))
+                for future in writes:
                     future.result()
-                bar.update(len(group))
-            for future in writes:
-                future.result()
         for stem, _, _ in pairs:
             os.replace(staging / f"{stem}.png", out_dir / f"{stem}.png")
     except BaseException:
@@ -277,10 +293,8 @@ def fuse_folder(
     }
 
 
-def _fuse_group(net: nn.Module, fast, decoded: List[Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]]) -> List[np.ndarray]:
+def _fuse_group(net: nn.Module, decoded: List[Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]]) -> List[np.ndarray]:
     """Raw outputs for one group; shapes can still differ if a header lied (EXIF rotation), so split by shape."""
-    if fast is not None:
-        return [fast(ir, vi) for ir, vi, _ in decoded]
     by_shape: Dict[Tuple[int, ...], List[int]] = defaultdict(list)
     for index, (ir, _, _) in enumerate(decoded):
         by_shape[ir.shape].append(index)
