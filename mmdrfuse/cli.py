@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import List, Optional
 
 from mmdrfuse import __version__
-from mmdrfuse.config import load_overrides
+from mmdrfuse.config import apply_config, config_path, find_leaf_parser
 
 # Each module has register(subparsers); one module per area keeps ownership clear.
 COMMAND_MODULES = (
-    "mmdrfuse.data.cli",  # prepare patches | yolo | synthetic | validate
+    "mmdrfuse.data.cli",  # prepare patches | yolo | synthetic, validate
     "mmdrfuse.fusion.cli",  # fuse, train teacher | student
     "mmdrfuse.fusion.metrics.cli",  # evaluate
     "mmdrfuse.fusion.bench",  # bench, export
@@ -35,25 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
+    command = argv[0] if argv else None
     try:
-        if getattr(args, "config", None):
-            args._parser.set_defaults(**load_overrides(args.config, args._parser))
-            args = parser.parse_args(argv)
+        config = config_path(argv)
+        if config:
+            # Before parsing, so that the file can supply options that are otherwise required.
+            apply_config(find_leaf_parser(parser, argv), config)
+        args = parser.parse_args(argv)
+        if not hasattr(args, "func"):
+            find_leaf_parser(parser, argv).print_help()
+            return 2
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        # Bad input is reported in one line naming the file; --traceback-style debugging via MMDRFUSE_DEBUG.
-        import os
-
+    except (ValueError, OSError, RuntimeError) as error:
+        # Bad input is reported in one line naming the file; MMDRFUSE_DEBUG=1 shows the traceback.
         if os.environ.get("MMDRFUSE_DEBUG"):
             raise
-        print(f"mmdrfuse {args.command}: error: {error}", file=sys.stderr)
+        print(f"mmdrfuse {command}: error: {error}", file=sys.stderr)
         return 2
 
 

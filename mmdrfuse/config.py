@@ -2,14 +2,15 @@
 
 Every subcommand takes ``--config FILE``: a YAML mapping of option names (as on the command
 line, dashes or underscores) that overrides the shipped defaults; explicit command-line flags
-override both.
+override both. A config file may also supply options that are otherwise required, and its
+values are checked against an option's choices like typed ones.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 import yaml
 
@@ -34,12 +35,43 @@ def add_command(subparsers, name: str, *, help: str, **kwargs) -> argparse.Argum
     """Add a leaf subcommand that accepts ``--config FILE``."""
     parser = subparsers.add_parser(name, help=help, description=help, **kwargs)
     parser.add_argument("--config", metavar="FILE", help="YAML file of option overrides")
-    parser.set_defaults(_parser=parser)
     return parser
 
 
+def find_leaf_parser(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.ArgumentParser:
+    """The (sub)command parser that ``argv`` selects, found by walking the subcommand names."""
+    for token in argv:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None:
+            break
+        if token in sub.choices:
+            parser = sub.choices[token]
+    return parser
+
+
+def config_path(argv: List[str]) -> Optional[str]:
+    """The value of ``--config FILE`` / ``--config=FILE`` in ``argv``, if any."""
+    for i, token in enumerate(argv):
+        if token == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if token.startswith("--config="):
+            return token.split("=", 1)[1]
+    return None
+
+
+def apply_config(parser: argparse.ArgumentParser, path: str) -> None:
+    """Make the values of the YAML file at ``path`` the defaults of ``parser``; options they
+    supply are no longer required on the command line."""
+    overrides = load_overrides(path, parser)
+    for action in parser._actions:
+        if action.dest in overrides:
+            action.required = False
+    parser.set_defaults(**overrides)
+
+
 def load_overrides(path: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
-    """Read a ``--config`` YAML and check every key is an option of ``parser``."""
+    """Read a ``--config`` YAML; check every key is an option of ``parser`` and every value is
+    one of the option's choices, where it has them."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"config file not found: {file}")
@@ -52,4 +84,9 @@ def load_overrides(path: str, parser: argparse.ArgumentParser) -> Dict[str, Any]
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown option(s) in {file}: {', '.join(unknown)}")
+    for action in parser._actions:
+        value = overrides.get(action.dest)
+        if action.choices is not None and action.dest in overrides and value not in action.choices:
+            choices = ", ".join(map(str, action.choices))
+            raise ValueError(f"{file}: {action.dest} must be one of {choices}, got {value!r}")
     return overrides

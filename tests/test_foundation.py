@@ -87,5 +87,45 @@ def test_atomic_directory_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_help_lists_no_crash(capsys):
+def test_cli_without_command_lists_every_command(capsys):
     assert main([]) == 2
+    listed = capsys.readouterr().out
+    for command in ("prepare", "validate", "fuse", "train", "evaluate", "bench", "export", "detect", "pipeline", "demo"):
+        assert f"    {command} " in listed or f"    {command}\n" in listed, command
+
+
+def test_config_file_supplies_required_options_and_is_checked(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("root: /nonexistent-llvip\nout: OUT\n")
+    assert main(["prepare", "patches", "--config", str(config)]) == 2
+    assert "/nonexistent-llvip" in capsys.readouterr().err  # got past argparse's required check
+    config.write_text("scaling: sqrt\n")
+    assert main(["fuse", "--config", str(config)]) == 2
+    assert "scaling must be one of" in capsys.readouterr().err
+
+
+def test_training_defaults_are_the_papers_recipe():
+    from mmdrfuse.config import defaults
+
+    teacher, student = defaults("train_teacher"), defaults("train_student")
+    assert (teacher["epochs"], teacher["batch"], teacher["lr"]) == (8, 36, 1e-4)
+    assert (student["epochs"], student["batch"], student["lr"]) == (10, 26, 1e-4)
+    weights = ("intensity_weight", "perception_weight", "gradient_weight")
+    assert tuple(teacher[k] for k in weights) == (2.0, 1.0, 0.1)
+    assert tuple(student[k] for k in weights) == (1.0, 2.0, 0.1)
+    assert student["distill"] == "digestible" and student["distill_weight"] == 5.0
+    assert teacher["refresh"] == student["refresh"] == "sample"
+    assert teacher["refresh_weight"] == student["refresh_weight"] == 10.0
+
+
+def test_student_input_order_is_infrared_then_visible():
+    # conv1 copies channel 0 (infrared) through a centre tap; conv2 passes feature 0 on.
+    student = Student()
+    with torch.no_grad():
+        for p in student.parameters():
+            p.zero_()
+        student.conv1[1].weight[0, 0, 1, 1] = 1.0
+        student.conv2[1].weight[0, 0, 1, 1] = 1.0
+    ir, vi = torch.rand(1, 1, 9, 7), torch.rand(1, 1, 9, 7)
+    fused, _ = student(torch.cat([ir, vi], 1))
+    assert torch.allclose(fused, torch.tanh(ir))

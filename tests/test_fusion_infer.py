@@ -16,6 +16,27 @@ from mmdrfuse.fusion.networks import Student, Teacher
 from mmdrfuse.fusion.scaling import to_uint8
 
 
+@pytest.mark.parametrize("engine", ["eager", "fast"])
+def test_fuse_folder_feeds_infrared_as_channel_0(tmp_path, engine):
+    # A student that passes channel 0 through its centre taps: the output must be the --ir image.
+    student = Student()
+    with torch.no_grad():
+        for p in student.parameters():
+            p.zero_()
+        student.conv1[1].weight[0, 0, 1, 1] = 1.0
+        student.conv2[1].weight[0, 0, 1, 1] = 1.0
+    torch.save(student.state_dict(), tmp_path / "pass_ir.pth")
+    rng = np.random.default_rng(0)
+    for name in ("ir", "vi"):
+        (tmp_path / name).mkdir()
+        cv2.imwrite(str(tmp_path / name / "a.png"), rng.integers(0, 256, (13, 11), dtype=np.uint8))
+    fuse_folder(model="student", weights=tmp_path / "pass_ir.pth", ir_dir=tmp_path / "ir", vi_dir=tmp_path / "vi",
+                out_dir=tmp_path / "out", device="cpu", scaling="clip", engine=engine, progress=False)
+    ir = read_gray(tmp_path / "ir" / "a.png")
+    expected = to_uint8(np.tanh(ir / 255.0), "clip")
+    assert np.abs(read_gray(tmp_path / "out" / "a.png").astype(int) - expected).max() <= 1
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """Seeded random student and teacher state dicts (the tests must not need ../shared)."""

@@ -115,9 +115,11 @@ def test_export_cli_with_released_student_weights(tmp_path, official_weights, ca
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_export_cli_without_weights_warns(tmp_path, capsys):
+def test_export_cli_needs_weights_or_an_explicit_random_init(tmp_path, capsys):
     path = tmp_path / "student.onnx"
-    assert main(["export", "--model", "student", "--out", str(path)]) == 0
+    assert main(["export", "--model", "student", "--out", str(path)]) == 2
+    assert "--weights" in capsys.readouterr().err and not path.exists()
+    assert main(["export", "--model", "student", "--random-init", "--out", str(path)]) == 0
     assert "randomly initialised" in capsys.readouterr().err and path.is_file()
 
 

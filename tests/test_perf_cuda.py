@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmdrfuse.fusion.fast_student import HalfStudent, TritonStudent, compile_student_cuda
+from mmdrfuse.fusion.fast_student import HalfStudent, compile_student_cuda
 from mmdrfuse.fusion.networks import Student
 from mmdrfuse.fusion.scaling import to_uint8
 

@@ -128,6 +128,8 @@ def write_image_atomic(path: PathLike, image: np.ndarray) -> None:
 def write_image_staged(path: PathLike, image: np.ndarray) -> None:
     """Write ``image`` straight to ``path``: only for files inside a staging folder that is
     itself renamed into place (see :func:`atomic_directory`), where a per-file rename is redundant."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     encode_image(path, image).tofile(str(path))
 
 
@@ -189,9 +191,16 @@ def atomic_directory(final: PathLike, *, overwrite: bool = True) -> Iterator[Pat
         os.replace(staging, final)
 
 
-def to_gray_float(images: Sequence[np.ndarray]) -> np.ndarray:
-    """Stack uint8 gray images of one size into float32 (N, 1, H, W) in [0, 1]."""
-    return np.stack(images).astype(np.float32)[:, None] / 255.0
+def parse_size(text: Union[str, Sequence[int]], *, minimum: int = 1) -> Tuple[int, int]:
+    """``"640x512"`` (or a (W, H) pair) -> ``(640, 512)``; both at least ``minimum``."""
+    try:
+        width, height = text if isinstance(text, (tuple, list)) else str(text).lower().split("x")
+        width, height = int(width), int(height)
+    except ValueError:
+        raise DataError(f"size must look like WIDTHxHEIGHT (e.g. 640x512), got {text!r}") from None
+    if min(width, height) < minimum:
+        raise DataError(f"size needs width and height of at least {minimum}, got {text!r}")
+    return width, height
 
 
 # JPEG start-of-frame markers carry the image size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mmdrfuse.data.io import IMAGE_EXTENSIONS, DataError, PathLike, image_size, read_color, read_gray
+from mmdrfuse.data.io import IMAGE_EXTENSIONS, DataError, PathLike, check_same_size, image_size, read_color, read_gray
 
 SPLITS = ("train", "test")
 MODALITIES = {"ir": "infrared", "vi": "visible"}
@@ -118,10 +118,7 @@ def read_pair(pair: LLVIPPair, *, color: bool = False) -> Tuple[np.ndarray, np.n
     ``color`` the infrared as gray (H, W) and the visible as BGR (H, W, 3). Sizes are checked."""
     ir = read_gray(pair.ir)
     vi = read_color(pair.vi) if color else read_gray(pair.vi)
-    if ir.shape[:2] != vi.shape[:2]:
-        raise DataError(
-            f"size mismatch: {pair.ir} is {ir.shape[1]}x{ir.shape[0]} but {pair.vi} is {vi.shape[1]}x{vi.shape[0]}"
-        )
+    check_same_size(ir, vi, pair.ir, pair.vi)
     return ir, vi
 
 

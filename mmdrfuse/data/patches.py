@@ -31,7 +31,7 @@ from mmdrfuse.data.io import (
     image_size,
     match_pairs,
     read_gray,
-    write_image_atomic,
+    write_image_staged,
     write_text_atomic,
 )
 from mmdrfuse.data.llvip import read_pair, validate
@@ -140,8 +140,8 @@ def prepare_patches(
                 name = patch_name(pair_id, y, x)
                 rows.append((index, name, pair_id, y, x))
                 if export_images:
-                    write_image_atomic(staging / "ir" / f"{name}.png", ir_store[index])
-                    write_image_atomic(staging / "vi" / f"{name}.png", vi_store[index])
+                    write_image_staged(staging / "ir" / f"{name}.png", ir_store[index])
+                    write_image_staged(staging / "vi" / f"{name}.png", vi_store[index])
         ir_store.flush()
         vi_store.flush()
         del ir_store, vi_store

@@ -26,7 +26,7 @@ from typing import Dict, List, Sequence, Tuple
 import cv2
 import numpy as np
 
-from mmdrfuse.data.io import DataError, PathLike, atomic_directory, write_bytes_atomic, write_text_atomic
+from mmdrfuse.data.io import DataError, PathLike, atomic_directory, parse_size, write_bytes_atomic, write_text_atomic
 
 MODALITY_KINDS = ("both", "ir", "vi")
 SCENE_DEFAULTS = {
@@ -386,18 +386,6 @@ captured by a camera; numbers measured on it say nothing about real-data perform
 
 Same seed and options give the same files.
 """
-
-
-def parse_size(text) -> Tuple[int, int]:
-    """``"640x512"`` (or a (W, H) pair) -> ``(640, 512)``."""
-    if isinstance(text, (tuple, list)):
-        width, height = text
-    else:
-        try:
-            width, height = (int(v) for v in str(text).lower().split("x"))
-        except ValueError:
-            raise DataError(f"size must look like WIDTHxHEIGHT (e.g. 640x512), got {text!r}") from None
-    return int(width), int(height)
 
 
 def generate(

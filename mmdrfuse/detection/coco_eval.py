@@ -12,12 +12,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
 
-from mmdrfuse.data.io import write_text_atomic
 
 
 def _xyxy_to_xywh(box: Sequence[float]) -> List[float]:
@@ -85,5 +83,3 @@ def evaluate(ground_truth: Dict, detections: Sequence[Dict]) -> Dict[str, float]
     return {"map50_95": max(0.0, float(evaluator.stats[0])), "map50": max(0.0, float(evaluator.stats[1]))}
 
 
-def save_json(path: Path, data) -> None:
-    write_text_atomic(path, json.dumps(data))

@@ -8,11 +8,13 @@ pretrained weights would.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from mmdrfuse.config import defaults
 from mmdrfuse.detection.pipeline import merge, run_pipeline
+from mmdrfuse.detection.report import fused_vs_single_sentence
 
 
 def demo_config(quick: bool = False) -> dict:
@@ -27,7 +29,8 @@ def run_demo(args) -> int:
     outcome = run_pipeline(demo_config(args.quick), out, force_from=args.from_stage, progress=not args.quiet)
     seconds = time.perf_counter() - start
     report = Path(outcome["report"]) / "report.md"
-    summary = next((line for line in report.read_text().splitlines() if "single modalit" in line), "")
+    results = json.loads((report.parent / "results.json").read_text())
+    summary = fused_vs_single_sentence(results["methods"])
     print(f"\ndemo finished in {seconds / 60:.1f} min (stages run: {', '.join(outcome['ran']) or 'none, all cached'})")
     print(summary)
     print(f"report: {report}")

@@ -11,6 +11,7 @@ Layout of ``--out``::
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Dict, Optional
@@ -41,8 +42,10 @@ def builtin_images(
 ) -> Optional[float]:
     """Make (or reuse) ``out/<name>/``; returns the fusion ms per image."""
     folder = Path(out) / name
+    # The weights by content: retraining to the same path must not reuse the old fused images.
+    weights_digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest() if weights else None
     key = fingerprint({"ids": manifest["train"] + manifest["val"], "root": str(Path(root).resolve()),
-                       "weights": str(weights) if weights else None})
+                       "weights": weights_digest})
     record = folder / "fusion.json"
     if record.is_file() and json.loads(record.read_text()).get("key") == key:
         return json.loads(record.read_text())["fusion_ms_per_image"]

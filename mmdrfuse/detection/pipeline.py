@@ -166,8 +166,9 @@ def run_pipeline(config: Dict, out: Path, *, force_from: Optional[str] = None, p
             teacher = fusion_weights.get("teacher") if kind == "student" else None
             # An interrupted training left its resume state here: continue it rather than start over.
             resume = (folder / RESUME_FILE).exists()
+            settings = {"device": device, **section, "resume": resume}  # a section's own device wins
             weights = train_model(kind, patches=prepared["patches"], out_dir=folder, teacher_weights=teacher,
-                                  progress=progress, log=log, device=device, resume=resume, **section)
+                                  progress=progress, log=log, **settings)
             return {"weights": str(weights)}
 
         fusion_weights[kind] = run.stage(kind, section, depends, train)["weights"]

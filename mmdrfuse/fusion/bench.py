@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 from mmdrfuse.config import add_command, defaults
+from mmdrfuse.data.io import parse_size as parse_image_size
 
 MODEL_NAMES = ("student", "teacher")
 
@@ -72,7 +73,8 @@ def register(subparsers) -> None:
         "output 'fused' (N, 1, H, W) raw Tanh; N, H, W dynamic",
     )
     export.add_argument("--model", choices=MODEL_NAMES, default=E["model"])
-    export.add_argument("--weights", default=E["weights"], help="released .model file or project checkpoint")
+    export.add_argument("--weights", default=E["weights"], help="released .model file or project checkpoint (required)")
+    export.add_argument("--random-init", action="store_true", help="export random weights (seed 0) instead")
     export.add_argument("--format", choices=("onnx",), default=E["format"])
     export.add_argument("--out", required=True, help="output file (.onnx)")
     export.add_argument("--opset", type=int, default=E["opset"])
@@ -84,14 +86,8 @@ def register(subparsers) -> None:
 
 
 def parse_size(text: str) -> Tuple[int, int]:
-    """``"1280x1024"`` -> ``(width, height)``; both must be >= 2."""
-    try:
-        width, height = (int(part) for part in str(text).lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--size must be WIDTHxHEIGHT, e.g. 1280x1024, got {text!r}") from None
-    if width < 2 or height < 2:
-        raise ValueError(f"--size needs width, height >= 2, got {text!r}")
-    return width, height
+    """``"1280x1024"`` -> ``(width, height)``; both must be >= 2 (the reflection padding)."""
+    return parse_image_size(text, minimum=2)
 
 
 def count_macs(model, height: int, width: int) -> int:
@@ -488,11 +484,13 @@ def run_export(args: argparse.Namespace) -> int:
 
     if args.weights:
         model = load_model(args.model, args.weights).eval()
-    else:
-        print(f"mmdrfuse export: warning: no --weights, exporting a randomly initialised {args.model}",
-              file=sys.stderr)
+    elif args.random_init:
+        print(f"mmdrfuse export: exporting a randomly initialised {args.model} (--random-init, seed 0)", file=sys.stderr)
         torch.manual_seed(0)
         model = build_model(args.model).eval()
+    else:
+        raise ValueError("export needs --weights FILE (released .model or a checkpoint of 'mmdrfuse train'); "
+                         "--random-init exports random weights, e.g. to test a runtime")
     out = Path(args.out)
     difference = export_onnx(model, out, args.opset)
     checked = ("not checked (onnxruntime not installed)" if difference is None

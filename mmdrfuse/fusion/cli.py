@@ -114,7 +114,7 @@ def register(subparsers) -> None:
     parser = add_command(subparsers, "fuse", help="fuse folders of infrared/visible pairs (matched by file stem) into 8-bit PNGs")
     parser.add_argument("--model", choices=("student", "teacher"), default=D["model"])
     parser.add_argument("--weights", default=D["weights"],
-                        help="released student.model/teacher.model or a checkpoint from 'mmdrfuse train' (default: shipped weights)")
+                        help="released student.model/teacher.model or a checkpoint from 'mmdrfuse train' (required until the package ships weights of its own)")
     parser.add_argument("--ir", help="folder of infrared images (MRI-PET: the PET folder)")
     parser.add_argument("--vi", help="folder of visible images (MRI-PET: the MRI folder)")
     parser.add_argument("--out", default=D["out"], help="output folder for <stem>.png (not inside --ir/--vi)")

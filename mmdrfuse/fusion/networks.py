@@ -92,7 +92,8 @@ def build_model(name: str) -> nn.Module:
 
 
 def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """All parameters, frozen or not (a loaded model is frozen; the student has 113)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def load_state_dict_file(path: Union[str, Path]) -> Dict[str, torch.Tensor]:

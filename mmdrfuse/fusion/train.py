@@ -450,6 +450,11 @@ def train_model(
     if stopped:
         checkpoint_state()
     completed = epoch >= epochs
-    final = save_weights(out_dir / f"{kind}.pth", model, {**metadata, **progress_info(), "completed": completed, "seconds": time.perf_counter() - started})
+    # A run stopped early (max_steps) must not leave a file that looks like finished weights.
+    name = kind if completed else f"{kind}_partial"
+    final = save_weights(out_dir / f"{name}.pth", model, {**metadata, **progress_info(), "completed": completed, "seconds": time.perf_counter() - started})
+    if completed:
+        for leftover in (out_dir / f"{kind}_partial.pth", out_dir / f"{kind}_partial.json"):
+            leftover.unlink(missing_ok=True)
     write(f"{'finished' if completed else f'stopped after step {global_step} (max_steps)'}: weights in {final}")
     return final
