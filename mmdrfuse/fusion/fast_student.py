@@ -29,22 +29,17 @@ an H100 the kernel matched eager float32 to 1e-5 but was no faster than cuDNN (0
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmdrfuse.fusion.native import build_library, find_compiler
 from mmdrfuse.fusion.networks import Student
 
 BACKENDS = ("auto", "native", "torch")
@@ -177,95 +172,24 @@ int student_rows(const uint8_t *ir, const uint8_t *vi, float *out, int H, int W,
 }
 """
 
-# -march=native makes the cached library CPU-specific, hence the CPU description in its key.
-_FLAG_SETS = (
-    ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared"],
-    ["-O3", "-fno-math-errno", "-fPIC", "-shared"],
-)
-
 _ROWS_PER_BAND_MIN = 64  # below this a thread hand-off costs more than the rows
 
-
-def cache_dir() -> Path:
-    """Per-user folder for the compiled kernel."""
-    if os.environ.get("MMDRFUSE_CACHE"):
-        return Path(os.environ["MMDRFUSE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mmdrfuse"
-
-
-def _cpu_description() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            lines = [line for line in handle if line.startswith(("model name", "flags"))]
-        return "".join(sorted(set(lines)))
-    except OSError:
-        return platform.processor()
-
-
-def _compiler() -> Optional[str]:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
+_compiler = find_compiler  # module attribute, so tests can simulate a missing compiler
 _build_lock = threading.Lock()
 _native_library: dict = {}
 
 
-def _compile(compiler: str, flags, folder: Path, target: Path) -> None:
-    """Compile KERNEL_SOURCE to ``target`` through a temporary file in the same folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as work:
-        source = Path(work) / "student_kernel.c"
-        source.write_text(KERNEL_SOURCE, encoding="utf-8")
-        built = Path(work) / target.name
-        result = subprocess.run([compiler, *flags, "-o", str(built), str(source)], capture_output=True, text=True,
-                                timeout=300)
-        if result.returncode != 0:
-            raise RuntimeError(f"{compiler} {' '.join(flags)}: {result.stderr.strip()[-500:]}")
-        os.replace(built, target)
-
-
 def load_native_kernel() -> ctypes.CDLL:
-    """Build (once per user and machine) and load the C kernel; RuntimeError if impossible.
-
-    The library is compiled into a temporary file in the cache folder and renamed into
-    place, so concurrent first uses never load a half-written file.
-    """
+    """Build (once per user and machine: :mod:`mmdrfuse.fusion.native`) and load the C kernel; RuntimeError if not."""
     with _build_lock:
         if "lib" in _native_library:
             return _native_library["lib"]
-        if os.environ.get("MMDRFUSE_NO_NATIVE"):
-            raise RuntimeError("native kernel disabled by MMDRFUSE_NO_NATIVE")
-        compiler = _compiler()
-        if compiler is None:
-            raise RuntimeError("no C compiler found (tried $CC, cc, gcc, clang)")
-        try:
-            version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-        except (OSError, subprocess.SubprocessError) as error:
-            raise RuntimeError(f"C compiler {compiler} does not run: {error}") from error
-        folder = cache_dir()
-        errors = []
-        for flags in _FLAG_SETS:
-            key = hashlib.sha256(
-                "\n".join([KERNEL_SOURCE, " ".join(flags), compiler, version, platform.machine(), _cpu_description()]).encode()
-            ).hexdigest()[:20]
-            target = folder / f"student_kernel-{key}.so"
-            try:
-                if not target.is_file():
-                    _compile(compiler, flags, folder, target)
-                library = ctypes.CDLL(str(target))
-            except (OSError, subprocess.SubprocessError, RuntimeError) as error:
-                errors.append(str(error))
-                continue
-            pointer = ctypes.c_void_p
-            library.student_rows.argtypes = [pointer, pointer, pointer] + [ctypes.c_int] * 4 + [pointer] * 3 + [ctypes.c_float]
-            library.student_rows.restype = ctypes.c_int
-            _native_library["lib"] = library
-            return library
-        raise RuntimeError("cannot build the native student kernel:\n" + "\n".join(errors))
+        library = build_library("student_kernel", KERNEL_SOURCE, _compiler())
+        pointer = ctypes.c_void_p
+        library.student_rows.argtypes = [pointer, pointer, pointer] + [ctypes.c_int] * 4 + [pointer] * 3 + [ctypes.c_float]
+        library.student_rows.restype = ctypes.c_int
+        _native_library["lib"] = library
+        return library
 
 
 def student_parameters(student: Student) -> Tuple[np.ndarray, np.ndarray, np.ndarray, float]:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from mmdrfuse.fusion.metrics import filters
+from mmdrfuse.fusion.metrics import filters, native_filter
 from mmdrfuse.fusion.metrics.filters import box_mean, gaussian_kernel_1d, row_bands, separable_filter
 
 
@@ -90,32 +90,17 @@ def _ssim_means_numpy(
     """
     height, width = x.shape
     radius = window_size // 2
-    eight_bit = [filters.uint8_if_exact(image) for image in (x, *ys)]
-    if all(image is not None for image in eight_bit):
-        (x, *ys), product_type = eight_bit, np.uint16  # products of 8-bit values fit uint16
-    else:
-        product_type = np.float64
     bands = filters.band_slices(height, width, window_size)
     band_rows = bands[0].stop - bands[0].start
-    buffers = np.empty((8, band_rows, width))
-    product = np.empty((band_rows, width), product_type)
     if window == "gaussian":
         kernel = gaussian_kernel_1d(window_size, sigma).numpy()
-
-        def local_mean(plane, out):
-            cv2.sepFilter2D(plane, cv2.CV_64F, kernel, kernel, dst=out, borderType=cv2.BORDER_REPLICATE)
-
-        def local_mean_of_square(plane, out):
-            local_mean(np.multiply(plane, plane, dtype=product_type, out=product[: plane.shape[0]]), out)
-
     else:
-
-        def local_mean(plane, out):
-            cv2.boxFilter(plane, cv2.CV_64F, (window_size, window_size), dst=out, normalize=True, borderType=cv2.BORDER_REPLICATE)
-
-        def local_mean_of_square(plane, out):
-            cv2.sqrBoxFilter(plane, cv2.CV_64F, (window_size, window_size), dst=out, normalize=True, borderType=cv2.BORDER_REPLICATE)
-
+        kernel = np.full(window_size, 1.0 / window_size)
+    # Before the buffers: its whole-image temporaries then reuse freed memory (2 to 5 ms less on 1280x1024).
+    x_moments, y_moments = _band_moments(x, ys, kernel, window == "uniform", band_rows)
+    buffers = np.empty((8, band_rows, width))
+    # The C filter fills only the 'valid' columns; the others, cropped only when summing, must be finite.
+    buffers[..., :radius] = buffers[..., width - radius :] = 0.0
     cov_norm = window_size**2 / (window_size**2 - 1) if sample_covariance else 1.0
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2 / cov_norm
     totals = [0.0] * len(ys)
@@ -123,16 +108,11 @@ def _ssim_means_numpy(
         h = rows.stop - rows.start
         mu_x, xx, mu_y, yy, xy, numerator, denominator, x_square = (plane[:h] for plane in buffers)
         crop = lambda plane: plane[radius : h - radius]  # noqa: E731
-        band_x = x[rows]
-        local_mean(band_x, mu_x)
-        local_mean_of_square(band_x, xx)
+        x_moments(rows, mu_x, xx)
         mu_x, xx, x_square = crop(mu_x), crop(xx), crop(x_square)
         np.square(mu_x, out=x_square)
-        for k, y in enumerate(ys):
-            band_y = y[rows]
-            local_mean(band_y, mu_y)
-            local_mean_of_square(band_y, yy)
-            local_mean(np.multiply(band_x, band_y, dtype=product_type, out=product[:h]), xy)
+        for k in range(len(ys)):
+            y_moments(rows, k, mu_y, yy, xy)
             my, yy_, xy_, num, den = crop(mu_y), crop(yy), crop(xy), crop(numerator), crop(denominator)
             # cv2.addWeighted fuses a * alpha + b * beta + gamma into one float64 pass.
             mean_product = np.multiply(mu_x, my, out=num)
@@ -149,6 +129,62 @@ def _ssim_means_numpy(
             totals[k] += cv2.sumElems(num[:, radius : width - radius])[0]
     count = (height - window_size + 1) * (width - window_size + 1)
     return [total / count for total in totals]
+
+
+def _band_moments(x: np.ndarray, ys: Sequence[np.ndarray], kernel: np.ndarray, uniform: bool, band_rows: int):
+    """``x_moments(rows, mu_x, xx)`` and ``y_moments(rows, k, mu_y, yy, xy)``: the local means of
+    x, x * x (and of ys[k], ys[k] ** 2, x * ys[k]) over the input rows ``rows`` (at most
+    ``band_rows``) into full-size (rows, W) planes, of which callers use only the 'valid' part.
+
+    The C filter (:mod:`native_filter`) where it builds. Else OpenCV, straight from 8-bit data
+    where the images hold only 8-bit values (two to three times faster than from float64, with
+    the same exact integer sums), with ``boxFilter`` and ``sqrBoxFilter`` for the uniform window.
+    """
+    radius = kernel.shape[0] // 2
+    if native_filter.available():
+        x, ys = np.ascontiguousarray(x), [np.ascontiguousarray(y) for y in ys]
+
+        def moments(a, b, outputs):
+            valid = [out[radius : out.shape[0] - radius, radius : out.shape[1] - radius] for out in outputs]
+            native_filter.local_moments(a, b, kernel, valid)
+
+        def x_moments(rows, mu_x, xx):
+            moments(x[rows], None, [mu_x, xx])
+
+        def y_moments(rows, k, mu_y, yy, xy):
+            moments(ys[k][rows], x[rows], [mu_y, yy, xy])
+
+        return x_moments, y_moments
+    eight_bit = [filters.uint8_if_exact(image) for image in (x, *ys)]
+    if all(image is not None for image in eight_bit):
+        (x, *ys), product_type = eight_bit, np.uint16  # products of 8-bit values fit uint16
+    else:
+        product_type = np.float64
+    product = np.empty((band_rows, x.shape[1]), product_type)
+    size = (kernel.shape[0], kernel.shape[0])
+
+    def local_mean(plane, out):
+        if uniform:
+            cv2.boxFilter(plane, cv2.CV_64F, size, dst=out, normalize=True, borderType=cv2.BORDER_REPLICATE)
+        else:
+            cv2.sepFilter2D(plane, cv2.CV_64F, kernel, kernel, dst=out, borderType=cv2.BORDER_REPLICATE)
+
+    def local_mean_of_square(plane, out):
+        if uniform:
+            cv2.sqrBoxFilter(plane, cv2.CV_64F, size, dst=out, normalize=True, borderType=cv2.BORDER_REPLICATE)
+        else:
+            local_mean(np.multiply(plane, plane, dtype=product_type, out=product[: plane.shape[0]]), out)
+
+    def x_moments(rows, mu_x, xx):
+        local_mean(x[rows], mu_x)
+        local_mean_of_square(x[rows], xx)
+
+    def y_moments(rows, k, mu_y, yy, xy):
+        local_mean(ys[k][rows], mu_y)
+        local_mean_of_square(ys[k][rows], yy)
+        local_mean(np.multiply(x[rows], ys[k][rows], dtype=product_type, out=product[: rows.stop - rows.start]), xy)
+
+    return x_moments, y_moments
 
 
 def ssim_fusion(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:

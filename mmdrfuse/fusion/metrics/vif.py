@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import torch
 
-from mmdrfuse.fusion.metrics import filters
+from mmdrfuse.fusion.metrics import filters, native_filter
 from mmdrfuse.fusion.metrics.filters import (
     band_slices,
     gaussian_kernel_1d,
@@ -114,18 +114,22 @@ def _vif_sums_numpy(refs: Sequence[np.ndarray], dist: np.ndarray, noise_variance
     The same clamps as :func:`_vif_sums`. Local moments, the gain and sigma_V^2 stay in float64
     (sigma_V^2 = sigma_D^2 - g sigma_RD cancels where the fused image follows the source); the
     signal-to-noise ratios and their logs, which only need relative accuracy, run in float32.
-    Every temporary of a band lives in buffers allocated once per scale.
+    Every temporary of a band lives in buffers allocated once per scale. The local moments come
+    from the C filter (:mod:`native_filter`) where it builds, else from OpenCV.
     """
     numerator, denominator = np.zeros(len(refs)), np.zeros(len(refs))
+    refs, dist = [np.ascontiguousarray(ref) for ref in refs], np.ascontiguousarray(dist)  # one row stride for all
     for scale in range(1, SCALES + 1):
         size = 2 ** (SCALES + 1 - scale) + 1
         kernel = gaussian_kernel_1d(size, size / 5.0).numpy()
         if scale > 1:
-            refs = [np.ascontiguousarray(valid_separable_filter(ref, kernel)[::2, ::2]) for ref in refs]
-            dist = np.ascontiguousarray(valid_separable_filter(dist, kernel)[::2, ::2])
+            refs = [_blur_and_subsample_numpy(ref, kernel) for ref in refs]
+            dist = _blur_and_subsample_numpy(dist, kernel)
         bands = band_slices(*dist.shape, size)
         band_rows = bands[0].stop - bands[0].start
         full = np.empty((6, band_rows, dist.shape[1]))  # filter outputs (full size) and one product
+        # The C filter fills only the 'valid' columns; the others, cropped only when summing, must be finite.
+        full[..., : size // 2] = full[..., dist.shape[1] - size // 2 :] = 0.0
         half = np.empty((3, band_rows, dist.shape[1]), np.float32)
         for rows in bands:
             height, width = rows.stop - rows.start, dist.shape[1]
@@ -136,17 +140,14 @@ def _vif_sums_numpy(refs: Sequence[np.ndarray], dist: np.ndarray, noise_variance
             product, mu_dist, var_dist, mu_ref, var_ref, covariance = (plane[:height] for plane in full)
             var_ref32, gain32, noise32 = (plane[: height - 2 * radius] for plane in half)
             band_dist = dist[rows]
-            _filter_into(band_dist, kernel, mu_dist)
-            _filter_into(np.multiply(band_dist, band_dist, out=product), kernel, var_dist)
+            _local_moments(band_dist, None, kernel, [mu_dist, var_dist], product)
             mu_dist, var_dist = crop(mu_dist), crop(var_dist)
             var_dist -= np.square(mu_dist, out=crop(product))
             # g = 0 where sigma_D^2 < eps: applied to g^2 below (sigma_V^2 is then < eps either way).
             dist_informative = (var_dist >= EPS).astype(np.float32)
             for k, ref in enumerate(refs):
                 band_ref = ref[rows]
-                _filter_into(band_ref, kernel, mu_ref)
-                _filter_into(np.multiply(band_ref, band_ref, out=product), kernel, var_ref)
-                _filter_into(np.multiply(band_ref, band_dist, out=product), kernel, covariance)
+                _local_moments(band_ref, band_dist, kernel, [mu_ref, var_ref, covariance], product)
                 mu, var, cov, scratch = crop(mu_ref), crop(var_ref), crop(covariance), crop(product)
                 var -= np.square(mu, out=scratch)
                 # negative -> 0, then sigma_R^2 < eps -> 0 (TOZERO keeps values > thresh: var >= eps)
@@ -171,9 +172,30 @@ def _vif_sums_numpy(refs: Sequence[np.ndarray], dist: np.ndarray, noise_variance
     return numerator, denominator
 
 
-def _filter_into(image: np.ndarray, kernel: np.ndarray, out: np.ndarray) -> None:
-    # Full-size output into a preallocated buffer; callers keep its 'valid' part.
-    cv2.sepFilter2D(image, -1, kernel, kernel, dst=out, borderType=cv2.BORDER_REPLICATE)
+def _local_moments(a: np.ndarray, b, kernel: np.ndarray, outputs, product: np.ndarray) -> None:
+    """Filter a, a * a and a * b (as many as ``outputs``) into the full-size ``outputs``, of which
+    callers use only the 'valid' part: the C kernel (:mod:`native_filter`) where it builds,
+    else OpenCV on products formed in ``product``."""
+    radius = kernel.shape[0] // 2
+    height, width = a.shape
+    valid = [out[radius : height - radius, radius : width - radius] for out in outputs]
+    if native_filter.local_moments(a, b, kernel, valid):
+        return
+    for index, out in enumerate(outputs):
+        plane = a if index == 0 else np.multiply(a, a if index == 1 else b, out=product)
+        cv2.sepFilter2D(plane, -1, kernel, kernel, dst=out, borderType=cv2.BORDER_REPLICATE)
+
+
+def _blur_and_subsample_numpy(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """The 'valid' filter of ``image`` with ``kernel`` along both axes, every other row and column."""
+    radius = kernel.shape[0] // 2
+    height, width = image.shape
+    if min(height, width) < kernel.shape[0]:
+        raise ValueError(f"images of size {image.shape} are smaller than the {kernel.shape[0]}-tap window")
+    out = np.empty(((height - 2 * radius + 1) // 2, (width - 2 * radius + 1) // 2))
+    if native_filter.local_moments(image, None, kernel, [out], step=2):
+        return out
+    return np.ascontiguousarray(valid_separable_filter(image, kernel)[::2, ::2])
 
 
 def vif_fusion(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:

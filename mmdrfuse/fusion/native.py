@@ -1,0 +1,94 @@
+"""Build and load small embedded C kernels: compiled with the system C compiler on first use.
+
+A library is compiled once per user and machine into the cache folder (``$MMDRFUSE_CACHE``,
+else ``$XDG_CACHE_HOME/mmdrfuse``, else ``~/.cache/mmdrfuse``) under a name keyed by its
+source, flags, compiler, compiler version and CPU (``-march=native`` makes it CPU-specific),
+through a temporary file renamed into place, so concurrent first uses never load a
+half-written file. ``MMDRFUSE_NO_NATIVE`` (any non-empty value) disables every kernel; callers
+fall back to their pure-Python path on the RuntimeError.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+# The portable set is tried when the compiler rejects -march=native.
+FLAG_SETS = (
+    ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared"],
+    ["-O3", "-fno-math-errno", "-fPIC", "-shared"],
+)
+
+
+def cache_dir() -> Path:
+    """Per-user folder for the compiled kernels."""
+    if os.environ.get("MMDRFUSE_CACHE"):
+        return Path(os.environ["MMDRFUSE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mmdrfuse"
+
+
+def cpu_description() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            lines = [line for line in handle if line.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor()
+
+
+def find_compiler() -> Optional[str]:
+    """Path of the first of ``$CC``, cc, gcc, clang found, else None."""
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _compile(compiler: str, flags, source_text: str, name: str, folder: Path, target: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as work:
+        source = Path(work) / f"{name}.c"
+        source.write_text(source_text, encoding="utf-8")
+        built = Path(work) / target.name
+        result = subprocess.run([compiler, *flags, "-o", str(built), str(source)], capture_output=True, text=True,
+                                timeout=300)
+        if result.returncode != 0:
+            raise RuntimeError(f"{compiler} {' '.join(flags)}: {result.stderr.strip()[-500:]}")
+        os.replace(built, target)
+
+
+def build_library(name: str, source: str, compiler: Optional[str]) -> ctypes.CDLL:
+    """Compile ``source`` (C) with ``compiler`` into ``<cache>/<name>-<key>.so`` unless cached, and load it.
+
+    Raises RuntimeError when disabled by ``MMDRFUSE_NO_NATIVE``, without a compiler, or when
+    no flag set builds and loads. Callers memoise the result.
+    """
+    if os.environ.get("MMDRFUSE_NO_NATIVE"):
+        raise RuntimeError("native kernel disabled by MMDRFUSE_NO_NATIVE")
+    if compiler is None:
+        raise RuntimeError("no C compiler found (tried $CC, cc, gcc, clang)")
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        raise RuntimeError(f"C compiler {compiler} does not run: {error}") from error
+    folder = cache_dir()
+    errors = []
+    for flags in FLAG_SETS:
+        key = hashlib.sha256(
+            "\n".join([source, " ".join(flags), compiler, version, platform.machine(), cpu_description()]).encode()
+        ).hexdigest()[:20]
+        target = folder / f"{name}-{key}.so"
+        try:
+            if not target.is_file():
+                _compile(compiler, flags, source, name, folder, target)
+            return ctypes.CDLL(str(target))
+        except (OSError, subprocess.SubprocessError, RuntimeError) as error:
+            errors.append(str(error))
+    raise RuntimeError(f"cannot build the native {name}:\n" + "\n".join(errors))
