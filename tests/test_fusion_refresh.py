@@ -126,3 +126,21 @@ def test_refresh_step_batch_rule_treats_the_batch_as_one(scene):
             assert replaced == 1.0 and loss == 0 and torch.allclose(after, fused, atol=5e-4)
         else:  # nothing replaced, every sample pulled towards the bank
             assert replaced == 0.0 and loss > 0 and torch.equal(after, before[which])
+
+
+def test_unseen_patches_are_filled_not_compared_with_zeros(scene):
+    # Epoch 0 drops the last incomplete batch: its patches reach the bank first in epoch 1.
+    ir, vi, good, noise = scene
+    bank = HistoryBank(3, 24, 24)
+    bank.fill(torch.tensor([0]), good[:1])  # patch 0 seen in epoch 0; patch 1 never
+    fused = torch.cat([noise[:1], noise[1:]])  # worse than the bank for patch 0
+    out = refresh_step(bank, torch.tensor([0, 1]), fused, fake_features(fused), ir, vi,
+                       epoch=1, rule="sample", weight=10, features=fake_features)
+    assert bank.filled.tolist() == [True, True, False]
+    assert torch.allclose(bank.read("ssim", torch.tensor([1])), fused[1:], atol=5e-4)  # filled, not refreshed
+    assert torch.allclose(bank.read("ssim", torch.tensor([0])), good[:1], atol=5e-4)  # kept: it was better
+    alone = HistoryBank(1, 24, 24)
+    alone.fill(torch.tensor([0]), good[:1])
+    single = refresh_step(alone, torch.tensor([0]), fused[:1], [t[:1] for t in fake_features(fused)], ir[:1], vi[:1],
+                          epoch=1, rule="sample", weight=10, features=fake_features)
+    assert out.loss_ssim > 0 and torch.allclose(out.loss_ssim, single.loss_ssim / 2, rtol=1e-5)  # averaged over 2

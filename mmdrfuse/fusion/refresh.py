@@ -106,6 +106,9 @@ class HistoryBank:
         shape = (count, 1, height, width)
         self.best_ssim = torch.zeros(shape, dtype=torch.float16, device=device)
         self.best_gmsd = torch.zeros(shape, dtype=torch.float16, device=device)
+        # Patches not yet seen (epoch 0 drops the last incomplete batch) must be filled on their
+        # first visit, not compared with an all-zero image.
+        self.filled = torch.zeros(count, dtype=torch.bool, device=device)
 
     @staticmethod
     def bytes_needed(count: int, height: int, width: int) -> int:
@@ -123,6 +126,7 @@ class HistoryBank:
         """Write ``images`` (B, 1, H, W) into both banks at patch ``indices`` (B,) (epoch 0)."""
         self.write("ssim", indices, images)
         self.write("gmsd", indices, images)
+        self.filled[indices.to(self.filled.device)] = True
 
     def write(self, which: str, indices: torch.Tensor, images: torch.Tensor) -> None:
         bank = self._bank(which)
@@ -141,10 +145,10 @@ class HistoryBank:
         raise ValueError(f"bank must be 'ssim' or 'gmsd', got {which!r}")
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
-        return {"best_ssim": self.best_ssim.cpu(), "best_gmsd": self.best_gmsd.cpu()}
+        return {"best_ssim": self.best_ssim.cpu(), "best_gmsd": self.best_gmsd.cpu(), "filled": self.filled.cpu()}
 
     def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
-        for name in ("best_ssim", "best_gmsd"):
+        for name in ("best_ssim", "best_gmsd", "filled"):
             current = getattr(self, name)
             if state[name].shape != current.shape:
                 raise ValueError(f"history bank {name} has shape {tuple(state[name].shape)}, expected {tuple(current.shape)}")
@@ -187,9 +191,18 @@ def refresh_step(
     and only for the samples that get a loss.
     """
     zero = fused.new_zeros(())
-    if epoch == 0:
+    unseen = ~bank.filled[indices.to(bank.filled.device)].to(fused.device)
+    if epoch == 0 or unseen.all():
         bank.fill(indices, fused)
         return RefreshOutcome(zero, zero, 1.0, 1.0)
+    if unseen.any():  # first visit of some patches after epoch 0: fill those, refresh the rest
+        bank.fill(indices[unseen.to(indices.device)], fused[unseen])
+        seen = ~unseen
+        outcome = refresh_step(bank, indices[seen.to(indices.device)], fused[seen], [t[seen] for t in fused_taps],
+                               ir[seen], vi[seen], epoch=epoch, rule=rule, weight=weight, features=features)
+        share = seen.float().mean().item()  # losses are per-batch means: rescale to the whole batch
+        return RefreshOutcome(outcome.loss_ssim * share, outcome.loss_gmsd * share,
+                              outcome.replaced_ssim * share + (1 - share), outcome.replaced_gmsd * share + (1 - share))
     best_ssim = bank.read("ssim", indices, device=fused.device)
     best_gmsd = bank.read("gmsd", indices, device=fused.device)
     decision = refresh_decision(
