@@ -2,10 +2,12 @@
 tests that need it skip cleanly when it is absent, as in a user's clone."""
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MMDRFUSE_SHARED", REPO.parent / "shared"))
@@ -26,3 +28,22 @@ def official_weights():
         "student": shared_path("weights", "official", "student.model"),
         "teacher": shared_path("weights", "official", "teacher.model"),
     }
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: on a small shared CPU more threads oversubscribe the cores (several times slower)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def run_data_cli(argv):
+    """Run a data command the way ``mmdrfuse`` does, but let its DataError propagate to the test."""
+    from mmdrfuse.data import cli as data_cli
+
+    parser = argparse.ArgumentParser(prog="mmdrfuse")
+    data_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)

@@ -1,15 +1,14 @@
 """Training patches: the recipe's grid, the store round trip, seeded choice, atomic builds."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 
-import mmdrfuse.data.cli as data_cli
 import mmdrfuse.data.patches as patches_module
 from conftest import shared_path
+from conftest import run_data_cli
 from mmdrfuse.data.io import DataError, read_gray, write_image_atomic
 from mmdrfuse.data.llvip import list_pairs
 from mmdrfuse.data.patches import (
@@ -20,14 +19,6 @@ from mmdrfuse.data.patches import (
     prepare_patches,
 )
 from mmdrfuse.data.synthetic import generate
-
-
-def run_data_cli(argv):
-    """Run one of this package's commands the way ``mmdrfuse`` does, without the other packages' commands."""
-    parser = argparse.ArgumentParser(prog="mmdrfuse")
-    data_cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 @pytest.fixture(scope="module")

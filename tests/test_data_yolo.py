@@ -1,7 +1,6 @@
 """YOLO datasets: label conversion, seeded shared subsets, idempotent atomic builds."""
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 
@@ -10,21 +9,13 @@ import numpy as np
 import pytest
 import yaml
 
-import mmdrfuse.data.cli as data_cli
 import mmdrfuse.data.yolo as yolo_module
 from conftest import shared_path
+from conftest import run_data_cli
 from mmdrfuse.data.io import DataError
 from mmdrfuse.data.llvip import Annotation, read_annotation
 from mmdrfuse.data.synthetic import generate
 from mmdrfuse.data.yolo import build_yolo_dataset, select_subset, yolo_labels
-
-
-def run_data_cli(argv):
-    """Run one of this package's commands the way ``mmdrfuse`` does, without the other packages' commands."""
-    parser = argparse.ArgumentParser(prog="mmdrfuse")
-    data_cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,7 @@ from mmdrfuse.fusion.train import build_trainer, train_model, training_config
 VGG = {"perceptual": "vgg19-random"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a small shared CPU more threads oversubscribe the cores (several times slower)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_patches(count=12, size=32, seed=0):
