@@ -25,13 +25,16 @@ class DataError(ValueError):
     """Bad input data: the message names the offending file(s)."""
 
 
-def list_images(folder: PathLike) -> Dict[str, Path]:
+def list_images(folder: PathLike, *, allow_empty: bool = False) -> Dict[str, Path]:
     """Map file stem -> path for the images directly inside ``folder`` (sorted by stem).
 
-    Raises DataError for a missing or empty folder, or two files with the same stem.
+    Raises DataError for two files with the same stem, and for a missing or empty folder
+    unless ``allow_empty`` (then it returns ``{}``).
     """
     folder = Path(folder)
     if not folder.is_dir():
+        if allow_empty:
+            return {}
         raise DataError(f"image folder does not exist: {folder}")
     images: Dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
@@ -40,7 +43,7 @@ def list_images(folder: PathLike) -> Dict[str, Path]:
         if path.stem in images:
             raise DataError(f"two images with the same stem in {folder}: {images[path.stem].name} and {path.name}")
         images[path.stem] = path
-    if not images:
+    if not images and not allow_empty:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder: {folder}")
     return images
 

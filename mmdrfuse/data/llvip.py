@@ -13,11 +13,11 @@ from __future__ import annotations
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mmdrfuse.data.io import IMAGE_EXTENSIONS, DataError, PathLike, check_same_size, image_size, read_color, read_gray
+from mmdrfuse.data.io import DataError, PathLike, check_same_size, image_size, list_images, read_color, read_gray
 
 SPLITS = ("train", "test")
 MODALITIES = {"ir": "infrared", "vi": "visible"}
@@ -52,19 +52,6 @@ class Annotation:
             raise ValueError(f"{len(self.boxes)} boxes but {len(self.labels)} labels")
 
 
-def _image_files(folder: Path) -> Dict[str, Path]:
-    """Stem -> path of the images in ``folder`` ({} when the folder does not exist)."""
-    if not folder.is_dir():
-        return {}
-    files: Dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-            if path.stem in files:
-                raise DataError(f"two images with the same stem in {folder}: {files[path.stem].name} and {path.name}")
-            files[path.stem] = path
-    return files
-
-
 def check_root(root: PathLike) -> Path:
     """Raise DataError unless ``root`` looks like an LLVIP folder (``infrared/`` and ``visible/``)."""
     root = Path(root)
@@ -79,7 +66,7 @@ def check_root(root: PathLike) -> Path:
 def available_splits(root: PathLike) -> List[str]:
     """The official splits present in ``root`` with at least one image in either modality."""
     root = check_root(root)
-    return [s for s in SPLITS if any(_image_files(root / m / s) for m in MODALITIES.values())]
+    return [s for s in SPLITS if any(list_images(root / m / s, allow_empty=True) for m in MODALITIES.values())]
 
 
 def _scan_split(root: Path, split: str) -> Tuple[List[LLVIPPair], List[Tuple[Path, str]]]:
@@ -87,7 +74,7 @@ def _scan_split(root: Path, split: str) -> Tuple[List[LLVIPPair], List[Tuple[Pat
     if split not in SPLITS:
         raise DataError(f"unknown LLVIP split {split!r}; expected one of {', '.join(SPLITS)}")
     ir_dir, vi_dir = root / MODALITIES["ir"] / split, root / MODALITIES["vi"] / split
-    ir_files, vi_files = _image_files(ir_dir), _image_files(vi_dir)
+    ir_files, vi_files = list_images(ir_dir, allow_empty=True), list_images(vi_dir, allow_empty=True)
     problems = [(p, f"no visible partner in {vi_dir}") for s, p in ir_files.items() if s not in vi_files]
     problems += [(p, f"no infrared partner in {ir_dir}") for s, p in vi_files.items() if s not in ir_files]
     annotations = root / ANNOTATIONS
