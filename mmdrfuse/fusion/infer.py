@@ -37,6 +37,7 @@ from mmdrfuse.data.io import (
     read_gray,
     write_image_staged,
 )
+from mmdrfuse.fusion.device import resolve_device
 from mmdrfuse.fusion.networks import MODELS, load_model
 from mmdrfuse.fusion.scaling import SCALINGS, to_uint8
 
@@ -47,23 +48,6 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 # Pixels per network call: the teacher keeps ~300 float32 maps per pixel alive (1.2 KB), so
 # 2 Mpx is ~2.5 GB; the student's 6 maps allow far more.
 MAX_BATCH_PIXELS = {"teacher": 2 ** 21, "student": 2 ** 24}
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error.
-
-    Ultralytics-style GPU indices (``0``, ``0,1``) are accepted too, so that one ``--device``
-    serves the detector and the fusion networks; the fusion runs on the first one.
-    """
-    device = str(device)
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.replace(",", "").isdigit():
-        device = f"cuda:{device.split(',')[0]}"
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but no CUDA GPU is available (use --device cpu or auto)")
-    return resolved
 
 
 def default_weights(model: str) -> Path:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from mmdrfuse.data.io import DataError, PathLike, check_same_size, image_size, list_images, match_pairs, read_gray
+from mmdrfuse.fusion.device import resolve_device
 from mmdrfuse.fusion.metrics.no_reference import average_gradient, entropy, spatial_frequency, standard_deviation
 from mmdrfuse.fusion.metrics.qabf import qabf
 from mmdrfuse.fusion.metrics.source_referenced import (
@@ -123,15 +124,6 @@ def evaluate_pair(
     if not tensors[0].shape == tensors[1].shape == tensors[2].shape:
         raise ValueError(f"sizes differ: fused {fused.shape}, ir {ir.shape}, vi {vi.shape}")
     return {name: float(value[0]) for name, value in evaluate_batch(*tensors, metrics).items()}
-
-
-def resolve_device(device: str) -> torch.device:
-    """``cpu`` | ``cuda`` | ``auto`` (CUDA when available)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but CUDA is not available")
-    return torch.device(device)
 
 
 def plan_pairs(
