@@ -109,18 +109,6 @@ def _mutual_information_of_labels(x_labels: torch.Tensor, x_bins: int, y_labels:
     return (joint[nonzero] * torch.log(joint[nonzero] / outer[nonzero])).sum().clamp(min=0.0)
 
 
-def mutual_information_pair(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mutual information in nats of the values of two (B, 1, H, W) images, every distinct value its own bin: (B,).
-
-    .. math:: I(x; y) = \\sum_{u, v} p_{uv} \\ln \\frac{p_{uv}}{p_u\\, p_v}
-
-    (``sklearn.metrics.mutual_info_score`` of the flattened images); 0 when either image is constant.
-    """
-    check_gray_batch(x, y, min_size=1)
-    values = [_mutual_information_of_labels(*_labels(a), *_labels(b)) for a, b in zip(x.flatten(1), y.flatten(1))]
-    return torch.stack(values)
-
-
 def _8bit_levels(*images: torch.Tensor):
     """The flattened CPU images as (1, N) uint8 arrays when all hold only integers in 0..255 and
     the histogram counts fit float32 exactly (OpenCV's histograms), else None."""
