@@ -18,7 +18,7 @@ from mmdrfuse.config import apply_config, config_path, find_leaf_parser
 COMMAND_MODULES = (
     "mmdrfuse.data.cli",  # prepare patches | yolo | synthetic, validate
     "mmdrfuse.fusion.cli",  # fuse, train teacher | student
-    "mmdrfuse.fusion.metrics.cli",  # evaluate
+    "mmdrfuse.metrics.cli",  # evaluate
     "mmdrfuse.fusion.bench",  # bench, export
     "mmdrfuse.detection.cli",  # detect, pipeline, demo
 )

@@ -23,8 +23,10 @@ import cv2
 import numpy as np
 import torch
 
-from mmdrfuse.data.io import read_gray, write_text_atomic
-from mmdrfuse.fusion.metrics import ALL_METRICS, METRICS, evaluate_batch
+from mmdrfuse.data.io import read_gray
+
+from mmdrfuse.files import write_text_atomic
+from mmdrfuse.metrics import ALL_METRICS, METRICS, evaluate_batch
 
 # The straightforward convolve2d VIF of the tests' reference is the baseline timed here.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -10,7 +10,8 @@ import pytest
 
 import mmdrfuse.data.cli as data_cli
 from conftest import shared_path
-from mmdrfuse.data.io import DataError, image_size
+from mmdrfuse.data.io import image_size
+from mmdrfuse.errors import DataError
 from mmdrfuse.data.llvip import list_pairs, read_annotation, read_pair, validate
 from mmdrfuse.data.synthetic import generate
 

@@ -9,7 +9,8 @@ import pytest
 import mmdrfuse.data.patches as patches_module
 from conftest import shared_path
 from conftest import run_data_cli
-from mmdrfuse.data.io import DataError, read_gray, write_image_atomic
+from mmdrfuse.data.io import read_gray, write_image_atomic
+from mmdrfuse.errors import DataError
 from mmdrfuse.data.llvip import list_pairs
 from mmdrfuse.data.patches import (
     load_patch_folders,

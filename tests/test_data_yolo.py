@@ -12,7 +12,7 @@ import yaml
 import mmdrfuse.data.yolo as yolo_module
 from conftest import shared_path
 from conftest import run_data_cli
-from mmdrfuse.data.io import DataError
+from mmdrfuse.errors import DataError
 from mmdrfuse.data.llvip import Annotation, read_annotation
 from mmdrfuse.data.synthetic import generate
 from mmdrfuse.data.yolo import build_yolo_dataset, select_subset, yolo_labels

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from mmdrfuse.cli import main
-from mmdrfuse.data.io import DataError, list_images
+from mmdrfuse.data.io import list_images
+from mmdrfuse.errors import DataError
 from mmdrfuse.data.synthetic import generate
 from mmdrfuse.detection import yolo_offline
 from mmdrfuse.detection.compare import build_datasets

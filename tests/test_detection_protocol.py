@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from mmdrfuse.cli import build_parser
-from mmdrfuse.data.io import DataError
+from mmdrfuse.errors import DataError
 from mmdrfuse.detection import methods
 from mmdrfuse.detection.report import fused_vs_single_sentence
 from mmdrfuse.fusion.classical import fuse_average, fuse_laplacian, fuse_max

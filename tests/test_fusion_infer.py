@@ -10,7 +10,8 @@ import torch
 
 from conftest import shared_path
 from mmdrfuse.cli import main
-from mmdrfuse.data.io import DataError, read_gray
+from mmdrfuse.data.io import read_gray
+from mmdrfuse.errors import DataError
 from mmdrfuse.fusion.infer import fuse_arrays, fuse_folder, load_fusion_model
 from mmdrfuse.fusion.networks import Student, Teacher
 from mmdrfuse.fusion.scaling import to_uint8

@@ -7,7 +7,7 @@ import torch
 
 from conftest import shared_path
 from mmdrfuse.data.io import match_pairs, read_gray
-from mmdrfuse.fusion.metrics import PAPER_METRICS, evaluate_pair
+from mmdrfuse.metrics import PAPER_METRICS, evaluate_pair
 from mmdrfuse.fusion.networks import load_model
 from mmdrfuse.fusion.scaling import to_uint8
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mmdrfuse.cli import main
-from mmdrfuse.data.io import DataError
-from mmdrfuse.fusion.metrics import PAPER_METRICS, evaluate_folders, evaluate_pair
+from mmdrfuse.errors import DataError
+from mmdrfuse.metrics import PAPER_METRICS, evaluate_folders, evaluate_pair
 
 
 def _write_dataset(root, stems=("a", "b", "c"), shape=(48, 56)):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from mmdrfuse.fusion import native
-from mmdrfuse.fusion.metrics import METRICS, native_filter
-from mmdrfuse.fusion.metrics.filters import gaussian_kernel_1d
-from mmdrfuse.fusion.metrics.ssim import ssim
-from mmdrfuse.fusion.metrics.vif import visual_information_fidelity
+from mmdrfuse import native
+from mmdrfuse.metrics import METRICS, native_filter
+from mmdrfuse.metrics.filters import gaussian_kernel_1d
+from mmdrfuse.metrics.ssim import ssim
+from mmdrfuse.metrics.vif import visual_information_fidelity
 
 
 @pytest.fixture

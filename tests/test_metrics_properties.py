@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from mmdrfuse.fusion.metrics import ALL_METRICS, METRICS, PAPER_METRICS, evaluate_batch, evaluate_pair
-from mmdrfuse.fusion.metrics import filters
-from mmdrfuse.fusion.metrics.gmsd import gmsd
-from mmdrfuse.fusion.metrics.source_referenced import mutual_information
-from mmdrfuse.fusion.metrics.ssim import ssim
+from mmdrfuse.metrics import ALL_METRICS, METRICS, PAPER_METRICS, evaluate_batch, evaluate_pair
+from mmdrfuse.metrics import filters
+from mmdrfuse.metrics.gmsd import gmsd
+from mmdrfuse.metrics.source_referenced import mutual_information
+from mmdrfuse.metrics.ssim import ssim
 
 
 def _texture(seed, shape=(48, 64)):

@@ -13,7 +13,7 @@ import pytest
 from conftest import shared_path
 from reference_metrics import REFERENCE
 from mmdrfuse.data.io import match_pairs, read_gray
-from mmdrfuse.fusion.metrics import ALL_METRICS, evaluate_pair
+from mmdrfuse.metrics import ALL_METRICS, evaluate_pair
 
 pytest.importorskip("skimage.metrics")
 pytest.importorskip("scipy.signal")

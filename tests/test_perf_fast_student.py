@@ -9,7 +9,7 @@ import torch
 from mmdrfuse.data.io import match_pairs, read_gray
 from mmdrfuse.fusion import fast_student
 from mmdrfuse.fusion.fast_student import compile_student
-from mmdrfuse.fusion.native import find_compiler
+from mmdrfuse.native import find_compiler
 from mmdrfuse.fusion.networks import Student, load_model
 from mmdrfuse.fusion.scaling import to_uint8
 

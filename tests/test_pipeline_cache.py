@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mmdrfuse.data.io import DataError
+from mmdrfuse.errors import DataError
 from mmdrfuse.detection.pipeline import Run, check_config, merge
 
 

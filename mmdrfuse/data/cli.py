@@ -18,7 +18,7 @@ def _patches(args) -> int:
 
 
 def _yolo(args) -> int:
-    from mmdrfuse.data.io import write_text_atomic
+    from mmdrfuse.files import write_text_atomic
     from mmdrfuse.data.yolo import build_yolo_dataset, select_subset
 
     if args.select:
@@ -48,7 +48,7 @@ def _synthetic(args) -> int:
 
 
 def _validate(args) -> int:
-    from mmdrfuse.data.io import write_text_atomic
+    from mmdrfuse.files import write_text_atomic
     from mmdrfuse.data.llvip import validate
 
     report = validate(args.root, args.split, strict=args.strict, annotations=not args.no_annotations,

@@ -24,16 +24,24 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from mmdrfuse.data.io import (
-    DataError,
+
     PathLike,
-    atomic_directory,
+
     check_output_outside_inputs,
+
     image_size,
+
     match_pairs,
+
     read_gray,
+
     write_image_staged,
-    write_text_atomic,
+
 )
+
+from mmdrfuse.errors import DataError
+
+from mmdrfuse.files import atomic_directory, write_text_atomic
 from mmdrfuse.data.llvip import read_pair, validate
 
 STORE_FORMAT = "mmdrfuse-patches/1"

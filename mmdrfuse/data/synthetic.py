@@ -26,7 +26,11 @@ from typing import Dict, List, Sequence, Tuple
 import cv2
 import numpy as np
 
-from mmdrfuse.data.io import DataError, PathLike, atomic_directory, parse_size, write_bytes_atomic, write_text_atomic
+from mmdrfuse.data.io import PathLike, parse_size
+
+from mmdrfuse.errors import DataError
+
+from mmdrfuse.files import atomic_directory, write_bytes_atomic, write_text_atomic
 
 MODALITY_KINDS = ("both", "ir", "vi")
 SCENE_DEFAULTS = {

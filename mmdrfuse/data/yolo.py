@@ -20,15 +20,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mmdrfuse.data.io import (
-    DataError,
-    PathLike,
-    atomic_directory,
-    check_output_outside_inputs,
-    image_size,
-    list_images,
-    write_text_atomic,
-)
+from mmdrfuse.data.io import PathLike, check_output_outside_inputs, image_size, list_images
+
+from mmdrfuse.errors import DataError
+
+from mmdrfuse.files import atomic_directory, write_text_atomic
 from mmdrfuse.data.llvip import Annotation, available_splits, box_problems, list_pairs, read_annotation
 
 CLASSES = ("person",)

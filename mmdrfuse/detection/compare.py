@@ -12,7 +12,11 @@ import json
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-from mmdrfuse.data.io import DataError, list_images, write_text_atomic
+from mmdrfuse.data.io import list_images
+
+from mmdrfuse.errors import DataError
+
+from mmdrfuse.files import write_text_atomic
 from mmdrfuse.data.yolo import build_yolo_dataset
 from mmdrfuse.detection.methods import SINGLE_MODALITIES, subset_pairs
 from mmdrfuse.detection.report import write_report

@@ -16,7 +16,9 @@ import json
 from pathlib import Path
 from typing import Dict, Optional
 
-from mmdrfuse.data.io import DataError, write_text_atomic
+from mmdrfuse.errors import DataError
+
+from mmdrfuse.files import write_text_atomic
 from mmdrfuse.data.llvip import check_root
 from mmdrfuse.detection.compare import build_datasets, fingerprint, report, train_methods
 from mmdrfuse.detection.methods import NETWORK_METHODS, make_method_images, parse_builtins, parse_method, subset_pairs

@@ -15,7 +15,9 @@ from typing import Dict, Iterable, List, Optional
 
 from tqdm import tqdm
 
-from mmdrfuse.data.io import DataError, read_gray, write_image_atomic
+from mmdrfuse.data.io import read_gray, write_image_atomic
+
+from mmdrfuse.errors import DataError
 from mmdrfuse.data.llvip import LLVIPPair, list_pairs, read_pair
 from mmdrfuse.fusion.classical import CLASSICAL_METHODS
 

@@ -19,7 +19,8 @@ from typing import Callable, Dict, List, Optional
 import yaml
 
 from mmdrfuse import __version__
-from mmdrfuse.data.io import DataError, atomic_directory, write_text_atomic
+from mmdrfuse.errors import DataError
+from mmdrfuse.files import atomic_directory, write_text_atomic
 from mmdrfuse.detection.compare import build_datasets, fingerprint, report, train_methods
 from mmdrfuse.detection.methods import make_method_images, parse_builtins, subset_pairs
 

@@ -12,7 +12,9 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from mmdrfuse.data.io import read_color, write_bytes_atomic, write_image_atomic, write_text_atomic
+from mmdrfuse.data.io import read_color, write_image_atomic
+
+from mmdrfuse.files import write_bytes_atomic, write_text_atomic
 from mmdrfuse.detection.methods import SINGLE_MODALITIES
 
 COLUMNS = (

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from mmdrfuse.data.io import DataError
+from mmdrfuse.errors import DataError
 
 NO_WEIGHTS = ("none", "null", "")
 

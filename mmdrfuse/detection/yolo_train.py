@@ -10,7 +10,11 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from mmdrfuse.data.io import DataError, image_size, list_images, write_text_atomic
+from mmdrfuse.data.io import image_size, list_images
+
+from mmdrfuse.errors import DataError
+
+from mmdrfuse.files import write_text_atomic
 from mmdrfuse.detection import coco_eval
 from mmdrfuse.detection.yolo_offline import prepare_ultralytics
 

@@ -328,7 +328,7 @@ def markdown_table(results: Dict[str, object], width: int, height: int) -> str:
 def run_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from mmdrfuse.data.io import write_text_atomic
+    from mmdrfuse.files import write_text_atomic
     from mmdrfuse.fusion.fast_student import available_cores
     from mmdrfuse.fusion.networks import build_model, count_parameters
 

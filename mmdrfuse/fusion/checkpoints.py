@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import mmdrfuse
-from mmdrfuse.data.io import write_text_atomic
+from mmdrfuse.files import write_text_atomic
 from mmdrfuse.fusion.networks import count_parameters
 
 PathLike = Union[str, os.PathLike]

@@ -32,7 +32,7 @@ def _fuse(args) -> int:
         f"network {result['seconds']:.3f} s ({1000 * result['seconds_per_image']:.2f} ms/image), wall {result['wall_seconds']:.2f} s"
     )
     if args.json:
-        from mmdrfuse.data.io import write_text_atomic
+        from mmdrfuse.files import write_text_atomic
 
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
         print(f"timings -> {args.json}", file=sys.stderr)

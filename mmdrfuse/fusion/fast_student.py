@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmdrfuse.fusion.native import build_library, find_compiler
+from mmdrfuse.native import build_library, find_compiler
 from mmdrfuse.fusion.networks import Student
 
 BACKENDS = ("auto", "native", "torch")
@@ -180,7 +180,7 @@ _native_library: dict = {}
 
 
 def load_native_kernel() -> ctypes.CDLL:
-    """Build (once per user and machine: :mod:`mmdrfuse.fusion.native`) and load the C kernel; RuntimeError if not."""
+    """Build (once per user and machine: :mod:`mmdrfuse.native`) and load the C kernel; RuntimeError if not."""
     with _build_lock:
         if "lib" in _native_library:
             return _native_library["lib"]

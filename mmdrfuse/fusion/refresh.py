@@ -25,8 +25,8 @@ from typing import Callable, Dict, List, Union
 import torch
 
 from mmdrfuse.fusion.losses import gmsd_refresh_loss, ssim_refresh_loss
-from mmdrfuse.fusion.metrics.gmsd import gmsd
-from mmdrfuse.fusion.metrics.ssim import ssim
+from mmdrfuse.metrics.gmsd import gmsd
+from mmdrfuse.metrics.ssim import ssim
 
 RULES = ("sample", "batch", "off")
 

@@ -1,4 +1,4 @@
-"""float64 'valid' filtering with a symmetric separable kernel, in C (see :mod:`mmdrfuse.fusion.native`).
+"""float64 'valid' filtering with a symmetric separable kernel, in C (see :mod:`mmdrfuse.native`).
 
 .. math::
     t(y, x) = k_r\\, p(y + r, x) + \\sum_{i < r} k_i \\big(p(y + i, x) + p(y + 2r - i, x)\\big), \\quad
@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from mmdrfuse.fusion import native
+from mmdrfuse import native
 
 SOURCE = r"""
 #include <stddef.h>

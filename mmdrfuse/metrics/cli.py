@@ -1,4 +1,4 @@
-"""Commands of mmdrfuse.fusion.metrics.cli (see mmdrfuse/cli.py): ``mmdrfuse evaluate``."""
+"""Commands of mmdrfuse.metrics.cli (see mmdrfuse/cli.py): ``mmdrfuse evaluate``."""
 from __future__ import annotations
 
 import argparse
@@ -51,9 +51,9 @@ def _parse_methods(specs) -> Dict[str, str]:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from mmdrfuse.data.io import write_text_atomic
-    from mmdrfuse.fusion.metrics import report
-    from mmdrfuse.fusion.metrics.evaluate import evaluate_folders, parse_metrics
+    from mmdrfuse.files import write_text_atomic
+    from mmdrfuse.metrics import report
+    from mmdrfuse.metrics.evaluate import evaluate_folders, parse_metrics
 
     metrics = parse_metrics(args.metrics)
     if args.batch < 1:

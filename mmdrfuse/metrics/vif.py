@@ -26,15 +26,15 @@ import cv2
 import numpy as np
 import torch
 
-from mmdrfuse.fusion.metrics import filters, native_filter
-from mmdrfuse.fusion.metrics.filters import (
+from mmdrfuse.metrics import filters, native_filter
+from mmdrfuse.metrics.filters import (
     band_slices,
     gaussian_kernel_1d,
     row_bands,
     separable_filter,
     valid_separable_filter,
 )
-from mmdrfuse.fusion.metrics.no_reference import check_gray_batch
+from mmdrfuse.metrics.no_reference import check_gray_batch
 
 SCALES = 4
 EPS = 1e-10

@@ -12,11 +12,13 @@ from typing import Callable, Dict, Iterator, List, Mapping, Sequence, Tuple
 import numpy as np
 import torch
 
-from mmdrfuse.data.io import DataError, PathLike, check_same_size, image_size, list_images, match_pairs, read_gray
-from mmdrfuse.fusion.device import resolve_device
-from mmdrfuse.fusion.metrics.no_reference import average_gradient, entropy, spatial_frequency, standard_deviation
-from mmdrfuse.fusion.metrics.qabf import qabf
-from mmdrfuse.fusion.metrics.source_referenced import (
+from mmdrfuse.data.io import PathLike, check_same_size, image_size, list_images, match_pairs, read_gray
+
+from mmdrfuse.errors import DataError
+from mmdrfuse.device import resolve_device
+from mmdrfuse.metrics.no_reference import average_gradient, entropy, spatial_frequency, standard_deviation
+from mmdrfuse.metrics.qabf import qabf
+from mmdrfuse.metrics.source_referenced import (
     correlation_coefficient,
     mean_squared_error,
     mutual_information,
@@ -24,8 +26,8 @@ from mmdrfuse.fusion.metrics.source_referenced import (
     source_moments,
     sum_of_correlations_of_differences,
 )
-from mmdrfuse.fusion.metrics.ssim import ssim_fusion
-from mmdrfuse.fusion.metrics.vif import vif_fusion
+from mmdrfuse.metrics.ssim import ssim_fusion
+from mmdrfuse.metrics.vif import vif_fusion
 
 Metric = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

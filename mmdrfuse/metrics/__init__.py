@@ -23,5 +23,5 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in __all__:
-        return getattr(importlib.import_module("mmdrfuse.fusion.metrics.evaluate"), name)
+        return getattr(importlib.import_module("mmdrfuse.metrics.evaluate"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from mmdrfuse.fusion.metrics import filters
+from mmdrfuse.metrics import filters
 
 
 def check_gray_batch(*images: torch.Tensor, min_size: int = 2) -> None:

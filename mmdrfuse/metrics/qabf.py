@@ -28,9 +28,9 @@ import cv2
 import numpy as np
 import torch
 
-from mmdrfuse.fusion.metrics import filters
-from mmdrfuse.fusion.metrics.filters import separable_filter, zero_padded_bands
-from mmdrfuse.fusion.metrics.no_reference import check_gray_batch
+from mmdrfuse.metrics import filters
+from mmdrfuse.metrics.filters import separable_filter, zero_padded_bands
+from mmdrfuse.metrics.no_reference import check_gray_batch
 
 STRENGTH_T, STRENGTH_K, STRENGTH_D = 0.9994, -15.0, 0.5
 ORIENTATION_T, ORIENTATION_K, ORIENTATION_D = 0.9879, -22.0, 0.8

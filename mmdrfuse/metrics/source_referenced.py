@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import torch
 
-from mmdrfuse.fusion.metrics import filters
-from mmdrfuse.fusion.metrics.no_reference import check_gray_batch
+from mmdrfuse.metrics import filters
+from mmdrfuse.metrics.no_reference import check_gray_batch
 
 
 # Coefficient vectors of linear combinations of the planes (A, B, F) in source_moments' order.

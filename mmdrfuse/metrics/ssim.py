@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import torch
 
-from mmdrfuse.fusion.metrics import filters, native_filter
-from mmdrfuse.fusion.metrics.filters import box_mean, gaussian_kernel_1d, row_bands, separable_filter
+from mmdrfuse.metrics import filters, native_filter
+from mmdrfuse.metrics.filters import box_mean, gaussian_kernel_1d, row_bands, separable_filter
 
 
 def ssim(

@@ -1,6 +1,6 @@
 """Human and machine-readable forms of evaluation results: terminal table, markdown, CSV, JSON.
 
-A result is what :func:`mmdrfuse.fusion.metrics.evaluate.evaluate_folders` returns; several
+A result is what :func:`mmdrfuse.metrics.evaluate.evaluate_folders` returns; several
 methods are ``{name: result}``.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import math
 from typing import Dict, List, Mapping, Sequence
 
-from mmdrfuse.fusion.metrics.evaluate import LOWER_IS_BETTER
+from mmdrfuse.metrics.evaluate import LOWER_IS_BETTER
 
 
 def _number(value: float, digits: int = 4) -> str:
