@@ -17,7 +17,7 @@ import yaml
 DEFAULTS_FILE = Path(__file__).with_name("cfg") / "default.yaml"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _all_defaults() -> Dict[str, Dict[str, Any]]:
     with open(DEFAULTS_FILE, encoding="utf-8") as handle:
         return yaml.safe_load(handle) or {}

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from mmdrfuse.data.io import read_gray
-
 from mmdrfuse.files import write_text_atomic
 from mmdrfuse.metrics import ALL_METRICS, METRICS, evaluate_batch
 

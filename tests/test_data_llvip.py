@@ -7,13 +7,13 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import shared_path
 
 import mmdrfuse.data.cli as data_cli
-from conftest import shared_path
 from mmdrfuse.data.io import image_size
-from mmdrfuse.errors import DataError
 from mmdrfuse.data.llvip import list_pairs, read_annotation, read_pair, validate
 from mmdrfuse.data.synthetic import generate
+from mmdrfuse.errors import DataError
 
 
 @pytest.fixture

@@ -5,12 +5,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_data_cli, shared_path
 
 import mmdrfuse.data.patches as patches_module
-from conftest import shared_path
-from conftest import run_data_cli
 from mmdrfuse.data.io import read_gray, write_image_atomic
-from mmdrfuse.errors import DataError
 from mmdrfuse.data.llvip import list_pairs
 from mmdrfuse.data.patches import (
     load_patch_folders,
@@ -20,6 +18,7 @@ from mmdrfuse.data.patches import (
     prepare_patches,
 )
 from mmdrfuse.data.synthetic import generate
+from mmdrfuse.errors import DataError
 
 
 @pytest.fixture(scope="module")

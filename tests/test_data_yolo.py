@@ -8,14 +8,13 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from conftest import run_data_cli, shared_path
 
 import mmdrfuse.data.yolo as yolo_module
-from conftest import shared_path
-from conftest import run_data_cli
-from mmdrfuse.errors import DataError
 from mmdrfuse.data.llvip import Annotation, read_annotation
 from mmdrfuse.data.synthetic import generate
 from mmdrfuse.data.yolo import build_yolo_dataset, select_subset, yolo_labels
+from mmdrfuse.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from mmdrfuse.cli import build_parser
-from mmdrfuse.errors import DataError
 from mmdrfuse.detection import methods
 from mmdrfuse.detection.report import fused_vs_single_sentence
+from mmdrfuse.errors import DataError
 from mmdrfuse.fusion.classical import fuse_average, fuse_laplacian, fuse_max
 
 

@@ -6,10 +6,10 @@ from mmdrfuse.cli import main
 from mmdrfuse.data.io import match_pairs, read_gray, write_image_atomic
 from mmdrfuse.errors import DataError
 from mmdrfuse.files import atomic_directory
-from mmdrfuse.metrics.gmsd import gmsd
-from mmdrfuse.metrics.ssim import ssim
 from mmdrfuse.fusion.networks import Student, Teacher, count_parameters, load_model
 from mmdrfuse.fusion.scaling import to_uint8
+from mmdrfuse.metrics.gmsd import gmsd
+from mmdrfuse.metrics.ssim import ssim
 
 
 def test_student_has_113_parameters_and_released_keys():

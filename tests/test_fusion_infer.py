@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import shared_path
+
 from mmdrfuse.cli import main
 from mmdrfuse.data.io import read_gray
 from mmdrfuse.errors import DataError

@@ -14,7 +14,6 @@ from mmdrfuse.fusion.perceptual import (
     random_vgg19_features,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import shared_path
+
 from mmdrfuse.data.io import match_pairs, read_gray
-from mmdrfuse.metrics import PAPER_METRICS, evaluate_pair
 from mmdrfuse.fusion.networks import load_model
 from mmdrfuse.fusion.scaling import to_uint8
+from mmdrfuse.metrics import PAPER_METRICS, evaluate_pair
 
 # ../shared/reference/NOTES.md, "Numbers: released student weights under this protocol"
 EXPECTED = {

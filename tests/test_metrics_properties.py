@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmdrfuse.metrics import ALL_METRICS, METRICS, PAPER_METRICS, evaluate_batch, evaluate_pair
-from mmdrfuse.metrics import filters
+from mmdrfuse.metrics import ALL_METRICS, METRICS, PAPER_METRICS, evaluate_batch, evaluate_pair, filters
 from mmdrfuse.metrics.gmsd import gmsd
 from mmdrfuse.metrics.source_referenced import mutual_information
 from mmdrfuse.metrics.ssim import ssim

@@ -9,9 +9,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from conftest import shared_path
 from reference_metrics import REFERENCE
+
 from mmdrfuse.data.io import match_pairs, read_gray
 from mmdrfuse.metrics import ALL_METRICS, evaluate_pair
 

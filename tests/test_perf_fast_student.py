@@ -5,15 +5,14 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 
 from mmdrfuse.data.io import match_pairs, read_gray
 from mmdrfuse.fusion import fast_student
 from mmdrfuse.fusion.fast_student import compile_student
-from mmdrfuse.native import find_compiler
 from mmdrfuse.fusion.networks import Student, load_model
 from mmdrfuse.fusion.scaling import to_uint8
-
-from conftest import shared_path
+from mmdrfuse.native import find_compiler
 
 SIZES = [(2, 2), (3, 5), (5, 3), (2, 9), (301, 496)]
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from mmdrfuse.errors import DataError
 from mmdrfuse.detection.pipeline import Run, check_config, merge
+from mmdrfuse.errors import DataError
 
 
 def make_stage(calls, name):

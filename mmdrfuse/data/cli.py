@@ -18,8 +18,8 @@ def _patches(args) -> int:
 
 
 def _yolo(args) -> int:
-    from mmdrfuse.files import write_text_atomic
     from mmdrfuse.data.yolo import build_yolo_dataset, select_subset
+    from mmdrfuse.files import write_text_atomic
 
     if args.select:
         subset = select_subset(args.root, train=args.train, val=args.val, seed=args.seed)
@@ -48,8 +48,8 @@ def _synthetic(args) -> int:
 
 
 def _validate(args) -> int:
-    from mmdrfuse.files import write_text_atomic
     from mmdrfuse.data.llvip import validate
+    from mmdrfuse.files import write_text_atomic
 
     report = validate(args.root, args.split, strict=args.strict, annotations=not args.no_annotations,
                       progress=not args.quiet)

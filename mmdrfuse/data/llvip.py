@@ -18,7 +18,6 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from mmdrfuse.data.io import PathLike, check_same_size, image_size, list_images, read_color, read_gray
-
 from mmdrfuse.errors import DataError
 
 SPLITS = ("train", "test")

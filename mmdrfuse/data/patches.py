@@ -24,25 +24,16 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from mmdrfuse.data.io import (
-
     PathLike,
-
     check_output_outside_inputs,
-
     image_size,
-
     match_pairs,
-
     read_gray,
-
     write_image_staged,
-
 )
-
-from mmdrfuse.errors import DataError
-
-from mmdrfuse.files import atomic_directory, write_text_atomic
 from mmdrfuse.data.llvip import read_pair, validate
+from mmdrfuse.errors import DataError
+from mmdrfuse.files import atomic_directory, write_text_atomic
 
 STORE_FORMAT = "mmdrfuse-patches/1"
 

@@ -27,9 +27,7 @@ import cv2
 import numpy as np
 
 from mmdrfuse.data.io import PathLike, parse_size
-
 from mmdrfuse.errors import DataError
-
 from mmdrfuse.files import atomic_directory, write_bytes_atomic, write_text_atomic
 
 MODALITY_KINDS = ("both", "ir", "vi")
@@ -337,7 +335,7 @@ def render_pair(rng: np.random.Generator, size: Tuple[int, int] = (640, 512), **
             _blend(albedo, y0, x0, mask, colour)
             _blend(emission, y0, x0, mask, np.float32(0))  # people hide the lit windows behind them
 
-    glow = _gaussian_field(shape, [(l[0], l[1], l[2] * 0.3, l[3] * 0.3, 0.08) for l in lights])
+    glow = _gaussian_field(shape, [(lt[0], lt[1], lt[2] * 0.3, lt[3] * 0.3, 0.08) for lt in lights])
     vi = albedo
     vi *= _upsample(illumination[..., None] * _LAMP_BGR, shape)
     vi += emission

@@ -21,11 +21,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mmdrfuse.data.io import PathLike, check_output_outside_inputs, image_size, list_images
-
-from mmdrfuse.errors import DataError
-
-from mmdrfuse.files import atomic_directory, write_text_atomic
 from mmdrfuse.data.llvip import Annotation, available_splits, box_problems, list_pairs, read_annotation
+from mmdrfuse.errors import DataError
+from mmdrfuse.files import atomic_directory, write_text_atomic
 
 CLASSES = ("person",)
 MANIFEST_FORMAT = "mmdrfuse-yolo-subset/1"

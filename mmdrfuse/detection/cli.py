@@ -60,7 +60,7 @@ def register(subparsers) -> None:
     parser = add_command(subparsers, "pipeline", help="run prepare, train, fuse, detect and report from one YAML config, with caching")
     parser.add_argument("config_file", metavar="CONFIG.yaml", help="pipeline config (e.g. configs/llvip-paper.yaml)")
     parser.add_argument("--from", dest="from_stage", metavar="STAGE", help=f"rerun this stage and those after it ({STAGE_NAMES})")
-    parser.add_argument("--out", help="run folder (default: the config's out, else %s)" % defaults("pipeline")["out"])
+    parser.add_argument("--out", help=f"run folder (default: the config's out, else {defaults('pipeline')['out']})")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=_pipeline)
 

@@ -17,7 +17,6 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 
-
 def _xyxy_to_xywh(box: Sequence[float]) -> List[float]:
     x1, y1, x2, y2 = (float(v) for v in box)
     return [x1, y1, x2 - x1, y2 - y1]

@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from mmdrfuse.data.io import list_images
-
-from mmdrfuse.errors import DataError
-
-from mmdrfuse.files import write_text_atomic
 from mmdrfuse.data.yolo import build_yolo_dataset
 from mmdrfuse.detection.methods import SINGLE_MODALITIES, subset_pairs
 from mmdrfuse.detection.report import write_report
 from mmdrfuse.detection.yolo_train import PROTOCOL_KEYS, train_detector
+from mmdrfuse.errors import DataError
+from mmdrfuse.files import write_text_atomic
 
 
 def fingerprint(value) -> str:

@@ -16,12 +16,11 @@ import json
 from pathlib import Path
 from typing import Dict, Optional
 
-from mmdrfuse.errors import DataError
-
-from mmdrfuse.files import write_text_atomic
 from mmdrfuse.data.llvip import check_root
 from mmdrfuse.detection.compare import build_datasets, fingerprint, report, train_methods
 from mmdrfuse.detection.methods import NETWORK_METHODS, make_method_images, parse_builtins, parse_method, subset_pairs
+from mmdrfuse.errors import DataError
+from mmdrfuse.files import write_text_atomic
 
 
 def subset_manifest(root: Path, out: Path, *, train: int, val: int, seed: int) -> Path:

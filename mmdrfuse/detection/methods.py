@@ -16,9 +16,8 @@ from typing import Dict, Iterable, List, Optional
 from tqdm import tqdm
 
 from mmdrfuse.data.io import read_gray, write_image_atomic
-
-from mmdrfuse.errors import DataError
 from mmdrfuse.data.llvip import LLVIPPair, list_pairs, read_pair
+from mmdrfuse.errors import DataError
 from mmdrfuse.fusion.classical import CLASSICAL_METHODS
 
 SINGLE_MODALITIES = ("infrared", "visible")

@@ -19,10 +19,10 @@ from typing import Callable, Dict, List, Optional
 import yaml
 
 from mmdrfuse import __version__
-from mmdrfuse.errors import DataError
-from mmdrfuse.files import atomic_directory, write_text_atomic
 from mmdrfuse.detection.compare import build_datasets, fingerprint, report, train_methods
 from mmdrfuse.detection.methods import make_method_images, parse_builtins, subset_pairs
+from mmdrfuse.errors import DataError
+from mmdrfuse.files import atomic_directory, write_text_atomic
 
 STAGES = ("synthetic", "prepare", "teacher", "student", "fuse", "datasets", "warmstart", "detect", "report")
 DONE = "DONE"

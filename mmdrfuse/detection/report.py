@@ -13,9 +13,8 @@ import cv2
 import numpy as np
 
 from mmdrfuse.data.io import read_color, write_image_atomic
-
-from mmdrfuse.files import write_bytes_atomic, write_text_atomic
 from mmdrfuse.detection.methods import SINGLE_MODALITIES
+from mmdrfuse.files import write_bytes_atomic, write_text_atomic
 
 COLUMNS = (
     "map50_95", "map50", "precision", "recall", "map50_95_coco", "map50_coco", "fusion_ms_per_image", "train_seconds",

@@ -11,12 +11,10 @@ from typing import Dict, List, Optional
 import yaml
 
 from mmdrfuse.data.io import image_size, list_images
-
-from mmdrfuse.errors import DataError
-
-from mmdrfuse.files import write_text_atomic
 from mmdrfuse.detection import coco_eval
 from mmdrfuse.detection.yolo_offline import prepare_ultralytics
+from mmdrfuse.errors import DataError
+from mmdrfuse.files import write_text_atomic
 
 # Settings that change a detector's result (the per-method cache key); device and workers do not.
 PROTOCOL_KEYS = ("model", "weights", "epochs", "batch", "optimizer", "lr0", "imgsz", "seed")

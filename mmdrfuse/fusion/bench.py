@@ -195,7 +195,7 @@ def _fast_teacher(teacher, compile_it: bool, half: bool, example, channels_last:
                 compiled(example.to(next(fast.parameters()).dtype).contiguous(memory_format=layout))
             return compiled, backend + " compiled"
         except Exception as error:  # noqa: BLE001 - any compiler failure means: run uncompiled
-            warnings.warn(f"torch.compile of the teacher failed, timing it uncompiled: {error}", RuntimeWarning)
+            warnings.warn(f"torch.compile of the teacher failed, timing it uncompiled: {error}", RuntimeWarning, stacklevel=2)
     return fast, backend
 
 

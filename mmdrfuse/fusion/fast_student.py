@@ -39,8 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmdrfuse.native import build_library, find_compiler
 from mmdrfuse.fusion.networks import Student
+from mmdrfuse.native import build_library, find_compiler
 
 BACKENDS = ("auto", "native", "torch")
 

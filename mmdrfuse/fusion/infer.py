@@ -28,25 +28,16 @@ import torch
 from torch import nn
 
 from mmdrfuse.data.io import (
-
     check_output_outside_inputs,
-
     check_same_size,
-
     image_size,
-
     match_pairs,
-
     read_color,
-
     read_gray,
-
     write_image_staged,
-
 )
-
-from mmdrfuse.errors import DataError
 from mmdrfuse.device import resolve_device
+from mmdrfuse.errors import DataError
 from mmdrfuse.fusion.networks import MODELS, load_model
 from mmdrfuse.fusion.scaling import SCALINGS, to_uint8
 

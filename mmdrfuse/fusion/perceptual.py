@@ -51,7 +51,7 @@ class VGG19Taps(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "VGG19Taps":
+    def train(self, mode: bool = True) -> VGG19Taps:
         # Always eval: a frozen backbone must not change behaviour with the trainee's mode.
         return super().train(False)
 

@@ -35,10 +35,10 @@ import torch
 from torch import nn
 
 from mmdrfuse.config import defaults
+from mmdrfuse.device import resolve_device
 from mmdrfuse.errors import DataError
 from mmdrfuse.files import write_bytes_atomic, write_text_atomic
 from mmdrfuse.fusion.checkpoints import RESUME_FILE, load_resume_state, save_resume_state, save_weights
-from mmdrfuse.device import resolve_device
 from mmdrfuse.fusion.distill import MODES as DISTILL_MODES
 from mmdrfuse.fusion.distill import NORMS as DISTILL_NORMS
 from mmdrfuse.fusion.distill import distillation_loss, distillation_pairs

@@ -13,9 +13,8 @@ import numpy as np
 import torch
 
 from mmdrfuse.data.io import PathLike, check_same_size, image_size, list_images, match_pairs, read_gray
-
-from mmdrfuse.errors import DataError
 from mmdrfuse.device import resolve_device
+from mmdrfuse.errors import DataError
 from mmdrfuse.metrics.no_reference import average_gradient, entropy, spatial_frequency, standard_deviation
 from mmdrfuse.metrics.qabf import qabf
 from mmdrfuse.metrics.source_referenced import (

@@ -14,7 +14,6 @@ import torch
 from mmdrfuse.metrics import filters
 from mmdrfuse.metrics.no_reference import check_gray_batch
 
-
 # Coefficient vectors of linear combinations of the planes (A, B, F) in source_moments' order.
 _A, _B, _F = torch.eye(3, dtype=torch.float64).unbind(0)
 _CONSTANT_TOLERANCE = 1e-12  # centred energy below this fraction of the raw energy is rounding noise
