@@ -1,6 +1,8 @@
 """The fast student (native C kernel and torch fallback) against the eager nn.Module."""
 import os
 import warnings
+from fnmatch import fnmatch
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,3 +169,29 @@ def test_released_weights_on_roadscene_odd_size(official_weights, backend):
     ir, vi = read_gray(ir_path), read_gray(vi_path)
     assert ir.shape[0] % 2 == 1 or ir.shape[1] % 2 == 1  # RoadScene has odd sizes: that is the point
     assert_same_images(compile_student(student, backend=backend)(ir, vi), eager(student, ir, vi))
+
+
+@needs_native
+def test_an_edited_kernel_is_rebuilt_not_loaded_stale(monkeypatch, tmp_path):
+    """The cache key covers the C text: a changed kernel gets its own library, and that one is loaded."""
+    monkeypatch.setenv("MMDRFUSE_CACHE", str(tmp_path))
+    student = random_student(seed=11)
+    ir, vi = random_pair(20, 30, seed=11)
+    monkeypatch.setattr(fast_student, "_native_library", {})
+    original = compile_student(student, backend="native")(ir, vi)
+    source = fast_student.kernel_source()
+    assert "dst[x] = rational_tanh(a);" in source
+    edited = source.replace("dst[x] = rational_tanh(a);", "dst[x] = -rational_tanh(a);")
+    monkeypatch.setattr(fast_student, "kernel_source", lambda: edited)
+    monkeypatch.setattr(fast_student, "_native_library", {})
+    np.testing.assert_array_equal(compile_student(student, backend="native")(ir, vi), -original)
+    assert len(list(tmp_path.glob("student_kernel-*.so"))) == 2
+
+
+def test_kernel_source_is_shipped_as_package_data():
+    """An editable install reads the .c from the source tree; a wheel has it only if package-data names it."""
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    patterns = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]["mmdrfuse"]
+    assert any(fnmatch(f"fusion/{fast_student.KERNEL_FILE}", pattern) for pattern in patterns), patterns
+    assert "int student_rows(" in fast_student.kernel_source()
