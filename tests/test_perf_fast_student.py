@@ -1,5 +1,7 @@
 """The fast student (native C kernel and torch fallback) against the eager nn.Module."""
 import os
+import subprocess
+import sys
 import warnings
 from fnmatch import fnmatch
 from pathlib import Path
@@ -195,3 +197,24 @@ def test_kernel_source_is_shipped_as_package_data():
     patterns = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]["mmdrfuse"]
     assert any(fnmatch(f"fusion/{fast_student.KERNEL_FILE}", pattern) for pattern in patterns), patterns
     assert "int student_rows(" in fast_student.kernel_source()
+
+
+TRITON_BLOCKED = """
+import sys
+sys.modules["triton"] = None  # from here on, import triton raises ImportError
+import numpy as np
+from mmdrfuse.fusion.fast_student import compile_student
+from mmdrfuse.fusion.networks import Student
+fast = compile_student(Student(), backend="torch")
+print(fast(np.zeros((4, 5), np.uint8), np.zeros((4, 5), np.uint8)).shape)
+print("fast_student_cuda" in " ".join(sys.modules))
+"""
+
+
+def test_cpu_fast_student_imports_and_runs_without_triton():
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                                os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", TRITON_BLOCKED], env=environment, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["(4,", "5)", "False"]

@@ -214,7 +214,7 @@ def bench_cuda(name: str, model, ir, vi, args) -> Dict[str, object]:
         reference_ms = median_ms(lambda: model(x), repeats, args.warmup, sync)
     result: Dict[str, object] = {}
     if name == "student":
-        from mmdrfuse.fusion.fast_student import compile_student_cuda
+        from mmdrfuse.fusion.fast_student_cuda import compile_student_cuda
 
         backend = args.backend if args.backend in ("triton", "half") else "auto"
         fast = compile_student_cuda(model, backend=backend)
