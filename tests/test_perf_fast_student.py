@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import shared_path
 
+from mmdrfuse import native
 from mmdrfuse.data.io import match_pairs, read_gray
 from mmdrfuse.fusion import fast_student
 from mmdrfuse.fusion.fast_student import compile_student
@@ -218,3 +219,18 @@ def test_cpu_fast_student_imports_and_runs_without_triton():
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["(4,", "5)", "False"]
+
+
+def test_cpu_description_names_the_model_and_keys_on_the_flags(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    block = "processor\t: {}\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13 64-Core Processor\nflags\t\t: fpu sse2 avx2\n\n"
+    cpuinfo.write_text(block.format(0) + block.format(1))
+    monkeypatch.setattr(native, "CPUINFO", str(cpuinfo))
+    assert native.cpu_description() == "AMD EPYC 7B13 64-Core Processor"
+    key = native.cpu_description(flags=True)
+    assert key.count("model name") == 1 and key.count("avx2") == 1  # one line per distinct value, not per core
+    cpuinfo.write_text(block.format(0).replace("avx2", "avx512f"))
+    assert native.cpu_description(flags=True) != key  # other instructions: other -march=native libraries
+    assert native.cpu_description() == "AMD EPYC 7B13 64-Core Processor"
+    monkeypatch.setattr(native, "CPUINFO", str(tmp_path / "missing"))
+    assert native.cpu_description() and native.cpu_description(flags=True)  # e.g. macOS: platform's answer

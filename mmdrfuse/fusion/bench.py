@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 from mmdrfuse.config import add_command, defaults
 from mmdrfuse.data.io import parse_size as parse_image_size
+from mmdrfuse.native import cpu_description
 
 MODEL_NAMES = ("student", "teacher")
 
@@ -349,7 +349,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.device == "cuda":
         results["device"] = torch.cuda.get_device_name()
     else:
-        results["device"] = _cpu_name()
+        results["device"] = cpu_description()
     for name in names:
         torch.manual_seed(args.seed)
         model = build_model(name).eval()
@@ -375,17 +375,6 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.markdown:
         write_text_atomic(args.markdown, table)
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # ---------------------------------------------------------------------------------------------
