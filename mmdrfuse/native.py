@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+CPUINFO = "/proc/cpuinfo"  # Linux; a module attribute so tests can hand in another machine's
+
 # The portable set is tried when the compiler rejects -march=native.
 FLAG_SETS = (
     ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared"],
@@ -34,13 +36,24 @@ def cache_dir() -> Path:
     return Path(base) / "mmdrfuse"
 
 
-def cpu_description() -> str:
+def cpu_description(*, flags: bool = False) -> str:
+    """The CPU as ``/proc/cpuinfo`` names it, e.g. ``"AMD EPYC 7B13"``.
+
+    With ``flags``, every distinct ``model name`` and ``flags`` line, sorted: what
+    ``-march=native`` code depends on, so the build cache keys on it. Without
+    ``/proc/cpuinfo`` (or a model name in it), ``platform.processor()`` or
+    ``platform.machine()``.
+    """
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            lines = [line for line in handle if line.startswith(("model name", "flags"))]
-        return "".join(sorted(set(lines)))
+        with open(CPUINFO, encoding="utf-8", errors="replace") as handle:
+            lines = sorted({line for line in handle if line.startswith(("model name", "flags"))})
     except OSError:
-        return platform.processor()
+        lines = []
+    fallback = platform.processor() or platform.machine()
+    if flags:
+        return "".join(lines) or fallback
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else fallback
 
 
 def find_compiler() -> Optional[str]:
@@ -82,7 +95,7 @@ def build_library(name: str, source: str, compiler: Optional[str]) -> ctypes.CDL
     errors = []
     for flags in FLAG_SETS:
         key = hashlib.sha256(
-            "\n".join([source, " ".join(flags), compiler, version, platform.machine(), cpu_description()]).encode()
+            "\n".join([source, " ".join(flags), compiler, version, platform.machine(), cpu_description(flags=True)]).encode()
         ).hexdigest()[:20]
         target = folder / f"{name}-{key}.so"
         try:

@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from mmdrfuse.cli import main
-from mmdrfuse.fusion.bench import count_macs, export_onnx, parse_size
-from mmdrfuse.fusion.networks import Student, Teacher, load_model
+from mmdrfuse.fusion.bench import MODEL_NAMES, count_macs, parse_size
+from mmdrfuse.fusion.export import export_onnx
+from mmdrfuse.fusion.networks import MODELS, Student, Teacher, load_model
+
+
+def test_bench_and_export_offer_every_network():
+    # spelled out in bench (so that --help need not import torch): must follow networks.MODELS
+    assert MODEL_NAMES == tuple(MODELS)
 
 
 def test_student_macs_are_the_papers_0142_g():

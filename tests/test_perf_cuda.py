@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmdrfuse.fusion.fast_student import HalfStudent, compile_student_cuda
+from mmdrfuse.fusion.fast_student_cuda import HalfStudent, compile_student_cuda
 from mmdrfuse.fusion.networks import Student
 from mmdrfuse.fusion.scaling import to_uint8
 
@@ -76,7 +76,7 @@ def test_half_is_close_to_eager(height, width, channels_last):
 INTERPRETER_CHECK = """
 import torch
 from test_perf_cuda import case
-from mmdrfuse.fusion.fast_student import TritonStudent
+from mmdrfuse.fusion.fast_student_cuda import TritonStudent
 for height, width, frames in [(2, 2, None), (3, 5, None), (17, 2, None), (37, 70, 2)]:
     student, ir, vi, reference = case(height, width, seed=width, frames=frames, device="cpu")
     fused = TritonStudent(student, device="cpu")(ir, vi)

@@ -1,12 +1,17 @@
 """The fast student (native C kernel and torch fallback) against the eager nn.Module."""
 import os
+import subprocess
+import sys
 import warnings
+from fnmatch import fnmatch
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import shared_path
 
+from mmdrfuse import native
 from mmdrfuse.data.io import match_pairs, read_gray
 from mmdrfuse.fusion import fast_student
 from mmdrfuse.fusion.fast_student import compile_student
@@ -167,3 +172,65 @@ def test_released_weights_on_roadscene_odd_size(official_weights, backend):
     ir, vi = read_gray(ir_path), read_gray(vi_path)
     assert ir.shape[0] % 2 == 1 or ir.shape[1] % 2 == 1  # RoadScene has odd sizes: that is the point
     assert_same_images(compile_student(student, backend=backend)(ir, vi), eager(student, ir, vi))
+
+
+@needs_native
+def test_an_edited_kernel_is_rebuilt_not_loaded_stale(monkeypatch, tmp_path):
+    """The cache key covers the C text: a changed kernel gets its own library, and that one is loaded."""
+    monkeypatch.setenv("MMDRFUSE_CACHE", str(tmp_path))
+    student = random_student(seed=11)
+    ir, vi = random_pair(20, 30, seed=11)
+    monkeypatch.setattr(fast_student, "_native_library", {})
+    original = compile_student(student, backend="native")(ir, vi)
+    source = fast_student.kernel_source()
+    assert "dst[x] = rational_tanh(a);" in source
+    edited = source.replace("dst[x] = rational_tanh(a);", "dst[x] = -rational_tanh(a);")
+    monkeypatch.setattr(fast_student, "kernel_source", lambda: edited)
+    monkeypatch.setattr(fast_student, "_native_library", {})
+    np.testing.assert_array_equal(compile_student(student, backend="native")(ir, vi), -original)
+    assert len(list(tmp_path.glob("student_kernel-*.so"))) == 2
+
+
+def test_kernel_source_is_shipped_as_package_data():
+    """An editable install reads the .c from the source tree; a wheel has it only if package-data names it."""
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    patterns = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]["mmdrfuse"]
+    assert any(fnmatch(f"fusion/{fast_student.KERNEL_FILE}", pattern) for pattern in patterns), patterns
+    assert "int student_rows(" in fast_student.kernel_source()
+
+
+TRITON_BLOCKED = """
+import sys
+sys.modules["triton"] = None  # from here on, import triton raises ImportError
+import numpy as np
+from mmdrfuse.fusion.fast_student import compile_student
+from mmdrfuse.fusion.networks import Student
+fast = compile_student(Student(), backend="torch")
+print(fast(np.zeros((4, 5), np.uint8), np.zeros((4, 5), np.uint8)).shape)
+print("fast_student_cuda" in " ".join(sys.modules))
+"""
+
+
+def test_cpu_fast_student_imports_and_runs_without_triton():
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                                os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", TRITON_BLOCKED], env=environment, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["(4,", "5)", "False"]
+
+
+def test_cpu_description_names_the_model_and_keys_on_the_flags(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    block = "processor\t: {}\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13 64-Core Processor\nflags\t\t: fpu sse2 avx2\n\n"
+    cpuinfo.write_text(block.format(0) + block.format(1))
+    monkeypatch.setattr(native, "CPUINFO", str(cpuinfo))
+    assert native.cpu_description() == "AMD EPYC 7B13 64-Core Processor"
+    key = native.cpu_description(flags=True)
+    assert key.count("model name") == 1 and key.count("avx2") == 1  # one line per distinct value, not per core
+    cpuinfo.write_text(block.format(0).replace("avx2", "avx512f"))
+    assert native.cpu_description(flags=True) != key  # other instructions: other -march=native libraries
+    assert native.cpu_description() == "AMD EPYC 7B13 64-Core Processor"
+    monkeypatch.setattr(native, "CPUINFO", str(tmp_path / "missing"))
+    assert native.cpu_description() and native.cpu_description(flags=True)  # e.g. macOS: platform's answer

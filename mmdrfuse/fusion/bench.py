@@ -1,4 +1,4 @@
-"""Commands ``mmdrfuse bench`` (the paper's Table 3: size, MACs, latency) and ``mmdrfuse export`` (ONNX).
+"""Command ``mmdrfuse bench``: the paper's Table 3 (parameters, size, MACs, latency).
 
 ``bench`` times, in one run, each network's fast inference path against the plain eager
 PyTorch module (float32, ``torch.no_grad``) on the same random frame, and reports medians
@@ -17,28 +17,29 @@ after warm-up:
 MACs are counted from the convolution shapes (``out_pixels * in_channels * k * k`` per
 conv, biases and the teacher's upsampling not counted), which gives the paper's 0.142 G
 (108 per pixel) for the student at 1280x1024.
+
+``mmdrfuse export`` (ONNX) is :mod:`mmdrfuse.fusion.export`; :func:`register` adds it too, so
+the command table lists this module only.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 from mmdrfuse.config import add_command, defaults
 from mmdrfuse.data.io import parse_size as parse_image_size
+from mmdrfuse.native import cpu_description
 
 MODEL_NAMES = ("student", "teacher")
 
 
 def register(subparsers) -> None:
-    """Add ``bench`` and ``export`` to the top-level parser."""
+    """Add ``bench`` and (from :mod:`mmdrfuse.fusion.export`) ``export`` to the top-level parser."""
     D = defaults("bench")
     bench = add_command(subparsers, "bench", help="Table 3: parameters, size, MACs and latency of student and teacher")
     bench.add_argument("--device", choices=("cpu", "cuda"), default=D["device"])
@@ -66,23 +67,10 @@ def register(subparsers) -> None:
     bench.add_argument("--markdown", metavar="FILE", help="write the table as markdown")
     bench.set_defaults(func=run_bench)
 
-    E = defaults("export")
-    export = add_command(
-        subparsers, "export",
-        help="export a network to ONNX: input 'images' (N, 2, H, W) = cat(ir, vis) in [0, 1], "
-        "output 'fused' (N, 1, H, W) raw Tanh; N, H, W dynamic",
-    )
-    export.add_argument("--model", choices=MODEL_NAMES, default=E["model"])
-    export.add_argument("--weights", default=E["weights"], help="released .model file or project checkpoint (required)")
-    export.add_argument("--random-init", action="store_true", help="export random weights (seed 0) instead")
-    export.add_argument("--format", choices=("onnx",), default=E["format"])
-    export.add_argument("--out", required=True, help="output file (.onnx)")
-    export.add_argument("--opset", type=int, default=E["opset"])
-    export.set_defaults(func=run_export)
+    # Imported here, not at the top: export takes MODEL_NAMES from this module.
+    from mmdrfuse.fusion import export
 
-
-# ---------------------------------------------------------------------------------------------
-# measurements
+    export.register(subparsers)
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -214,7 +202,7 @@ def bench_cuda(name: str, model, ir, vi, args) -> Dict[str, object]:
         reference_ms = median_ms(lambda: model(x), repeats, args.warmup, sync)
     result: Dict[str, object] = {}
     if name == "student":
-        from mmdrfuse.fusion.fast_student import compile_student_cuda
+        from mmdrfuse.fusion.fast_student_cuda import compile_student_cuda
 
         backend = args.backend if args.backend in ("triton", "half") else "auto"
         fast = compile_student_cuda(model, backend=backend)
@@ -349,7 +337,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.device == "cuda":
         results["device"] = torch.cuda.get_device_name()
     else:
-        results["device"] = _cpu_name()
+        results["device"] = cpu_description()
     for name in names:
         torch.manual_seed(args.seed)
         model = build_model(name).eval()
@@ -374,126 +362,4 @@ def run_bench(args: argparse.Namespace) -> int:
         write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")
     if args.markdown:
         write_text_atomic(args.markdown, table)
-    return 0
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-# ---------------------------------------------------------------------------------------------
-# export
-
-
-def export_module(model):
-    """``images (N, 2, H, W) -> fused (N, 1, H, W)``, with odd sizes handled inside the graph.
-
-    The teacher's own odd-size branch is a Python ``if`` that tracing would freeze at the
-    example's parity, so here the reflect-pad to even is unconditional (``H % 2`` rows,
-    ``W % 2`` columns, traced as shape arithmetic) and the crop back uses the input size:
-    the same numbers as ``Teacher.forward`` for every parity.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from mmdrfuse.fusion.networks import Teacher
-
-    class FusedOutput(torch.nn.Module):
-        def __init__(self, network):
-            super().__init__()
-            self.network = network
-            self.pad_to_even = isinstance(network, Teacher)
-
-        def forward(self, images):
-            if not self.pad_to_even:
-                return self.network(images)[0]
-            height, width = images.shape[-2], images.shape[-1]
-            padded = F.pad(images, (0, width % 2, 0, height % 2), mode="reflect")
-            return self.network(padded)[0][..., :height, :width]
-
-    return FusedOutput(model).eval()
-
-
-def export_onnx(model, out: Path, opset: int) -> Optional[float]:
-    """Write ``export_module(model)`` as ONNX to ``out`` with dynamic N, H, W.
-
-    The graph is written to a temporary file, checked against PyTorch with onnxruntime
-    (where installed) at odd and even sizes, and only then renamed to ``out``. Returns the
-    largest difference found, or None when onnxruntime is missing.
-    """
-    import torch
-
-    module = export_module(model)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # A hidden name beside the target (same file system, so the rename is atomic) that the
-    # exporter creates itself, with the usual permissions.
-    temp_name = str(out.parent / f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with warnings.catch_warnings():
-            # The TorchScript exporter (no onnxscript needed) warns about its deprecation and
-            # about the shape values it traces; the check below is what vouches for the graph.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module, (torch.rand(1, 2, 64, 64),), temp_name, dynamo=False, opset_version=opset,
-                input_names=["images"], output_names=["fused"],
-                dynamic_axes={name: {0: "batch", 2: "height", 3: "width"} for name in ("images", "fused")},
-            )
-        try:
-            difference = check_onnx(model, Path(temp_name))
-        except ImportError:
-            difference = None
-        if difference is not None and difference > 1e-4:
-            raise RuntimeError(f"ONNX export of {out} differs from PyTorch by {difference:.2e}; not written")
-        os.replace(temp_name, out)
-        return difference
-    finally:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-
-
-def check_onnx(model, path: Path, sizes=((37, 29), (64, 48), (3, 5))) -> float:
-    """Largest |ONNX - PyTorch| of the fused output over random (2, 2, H, W) inputs of ``sizes``."""
-    import numpy as np
-    import onnxruntime
-    import torch
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    generator = torch.Generator().manual_seed(0)
-    worst = 0.0
-    for height, width in sizes:
-        images = torch.rand(2, 2, height, width, generator=generator)
-        with torch.no_grad():
-            expected = model(images)[0].numpy()
-        got = session.run(["fused"], {"images": images.numpy()})[0]
-        worst = max(worst, float(np.abs(got - expected).max()))
-    return worst
-
-
-def run_export(args: argparse.Namespace) -> int:
-    import torch
-
-    from mmdrfuse.fusion.networks import build_model, load_model
-
-    if args.weights:
-        model = load_model(args.model, args.weights).eval()
-    elif args.random_init:
-        print(f"mmdrfuse export: exporting a randomly initialised {args.model} (--random-init, seed 0)", file=sys.stderr)
-        torch.manual_seed(0)
-        model = build_model(args.model).eval()
-    else:
-        raise ValueError("export needs --weights FILE (released .model or a checkpoint of 'mmdrfuse train'); "
-                         "--random-init exports random weights, e.g. to test a runtime")
-    out = Path(args.out)
-    difference = export_onnx(model, out, args.opset)
-    checked = ("not checked (onnxruntime not installed)" if difference is None
-               else f"onnxruntime vs PyTorch max |diff| {difference:.1e} at odd and even sizes")
-    print(f"exported {out}: {args.model}, opset {args.opset}, dynamic batch/height/width; {checked}")
     return 0

@@ -14,17 +14,16 @@ The 1/255 is folded into ``w1`` so the kernel reads the uint8 images directly.
 
 Backends (``compile_student(student, backend=...)``):
 
-- ``native``: that loop in C, compiled with the system C compiler on first use and cached
-  per user (``$MMDRFUSE_CACHE``, else ``$XDG_CACHE_HOME/mmdrfuse``, else ``~/.cache/mmdrfuse``),
-  called through ctypes (which releases the GIL) on row bands, one per core.
+- ``native``: that loop in C (``student_kernel.c``, package data beside this module),
+  compiled with the system C compiler on first use and cached per user (``$MMDRFUSE_CACHE``,
+  else ``$XDG_CACHE_HOME/mmdrfuse``, else ``~/.cache/mmdrfuse``), called through ctypes
+  (which releases the GIL) on row bands, one per core.
 - ``torch``: the fallback where no compiler works: channels-last float32 convolutions
   (oneDNN's fast layout for few channels), same maths.
 - ``auto`` (default): ``native`` if it builds, else ``torch`` with a warning.
 
-On CUDA, ``compile_student_cuda`` gives a float16 student and, where Triton is installed,
-a Triton kernel of the same fused maths (uint8 inputs, the feature kept in registers). On
-an H100 the kernel matched eager float32 to 1e-5 but was no faster than cuDNN (0.57 ms vs
-0.43 to 0.61 ms per 1280x1024 frame): at this size the GPU is bound by launches, not maths.
+The CUDA paths (float16 and a Triton kernel of the same maths), which only the benchmark
+uses, are in :mod:`mmdrfuse.fusion.fast_student_cuda`.
 """
 from __future__ import annotations
 
@@ -33,6 +32,7 @@ import os
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from typing import Callable, Optional, Tuple
 
 import numpy as np
@@ -43,134 +43,7 @@ from mmdrfuse.fusion.networks import Student
 from mmdrfuse.native import build_library, find_compiler
 
 BACKENDS = ("auto", "native", "torch")
-
-KERNEL_SOURCE = r"""
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-/* Eigen's rational tanh (float32 error of a few ulp); unlike libm's tanhf it vectorises. */
-static inline float rational_tanh(float x) {
-    const float clamp = 7.90531110763549805f;
-    x = x < -clamp ? -clamp : (x > clamp ? clamp : x);
-    const float x2 = x * x;
-    float p = -2.76076847742355e-16f;
-    p = p * x2 + 2.00018790482477e-13f;
-    p = p * x2 + -8.60467152213735e-11f;
-    p = p * x2 + 5.12229709037114e-08f;
-    p = p * x2 + 1.48572235717979e-05f;
-    p = p * x2 + 6.37261928875436e-04f;
-    p = p * x2 + 4.89352455891786e-03f;
-    p = p * x;
-    float q = 1.19825839466702e-06f;
-    q = q * x2 + 1.18534705686654e-04f;
-    q = q * x2 + 2.26843463243900e-03f;
-    q = q * x2 + 4.89352518554385e-03f;
-    return p / q;
-}
-
-/* nn.ReflectionPad2d(1) index map for n >= 2. */
-static inline int reflect(int i, int n) { return i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i); }
-
-/* Input row y of both images as float, one reflected column each side: 2 x (W + 2). */
-static void input_row(const uint8_t *restrict ir, const uint8_t *restrict vi, int W, int y,
-                      float *restrict dst) {
-    const uint8_t *src[2] = {ir + (size_t)y * W, vi + (size_t)y * W};
-    for (int c = 0; c < 2; c++) {
-        float *d = dst + c * (W + 2);
-        const uint8_t *s = src[c];
-        for (int x = 0; x < W; x++) d[x + 1] = (float)s[x];
-        d[0] = d[2];
-        d[W + 1] = d[W - 1];
-    }
-}
-
-/* One row of the post-ReLU feature, one reflected column each side: 4 x (W + 2).
-   rows[dy] holds input rows y-1, y, y+1 (already reflected), each 2 x (W + 2). */
-static void feature_row(const float *const rows[3], int W, const float *restrict w1,
-                        const float *restrict b1, float *restrict dst) {
-    const int P = W + 2;
-    float w[72];
-    memcpy(w, w1, sizeof w);
-    const float *in[6] = {rows[0], rows[1], rows[2], rows[0] + P, rows[1] + P, rows[2] + P};
-    float *restrict f0 = dst, *restrict f1 = dst + P, *restrict f2 = dst + 2 * P, *restrict f3 = dst + 3 * P;
-    for (int x = 0; x < W; x++) {
-        float a0 = b1[0], a1 = b1[1], a2 = b1[2], a3 = b1[3];
-#pragma GCC unroll 18
-        for (int t = 0; t < 18; t++) {
-            /* t = channel * 9 + dy * 3 + dx: the (out, in, kh, kw) weight layout. */
-            const float v = in[(t / 9) * 3 + (t / 3) % 3][x + t % 3];
-            a0 += w[t] * v;
-            a1 += w[18 + t] * v;
-            a2 += w[36 + t] * v;
-            a3 += w[54 + t] * v;
-        }
-        f0[x + 1] = a0 > 0.f ? a0 : 0.f;
-        f1[x + 1] = a1 > 0.f ? a1 : 0.f;
-        f2[x + 1] = a2 > 0.f ? a2 : 0.f;
-        f3[x + 1] = a3 > 0.f ? a3 : 0.f;
-    }
-    for (int k = 0; k < 4; k++) {
-        float *f = dst + k * P;
-        f[0] = f[2];
-        f[W + 1] = f[W - 1];
-    }
-}
-
-static void output_row(const float *const rows[3], int W, const float *restrict w2, float b2,
-                       float *restrict dst) {
-    const int P = W + 2;
-    float w[36];
-    memcpy(w, w2, sizeof w);
-    const float *f[12];
-    for (int k = 0; k < 4; k++)
-        for (int dy = 0; dy < 3; dy++) f[k * 3 + dy] = rows[dy] + k * P;
-    for (int x = 0; x < W; x++) {
-        float a = b2;
-#pragma GCC unroll 36
-        for (int t = 0; t < 36; t++) a += w[t] * f[t / 3][x + t % 3];
-        dst[x] = rational_tanh(a);
-    }
-}
-
-/* Rows [y0, y1) of the Tanh output of one H x W frame (H, W >= 2). w1: 4x2x3x3 already
-   times 1/255, b1: 4, w2: 1x4x3x3, b2. Rows go through 3-slot rings keyed by row % 3:
-   the rows one output needs span at most 3 consecutive indices, so they never collide.
-   Returns 0, or -1 when out of memory. */
-int student_rows(const uint8_t *ir, const uint8_t *vi, float *out, int H, int W, int y0, int y1,
-                 const float *w1, const float *b1, const float *w2, float b2) {
-    const int P = W + 2;
-    float *buffer = (float *)malloc(sizeof(float) * (size_t)P * (3 * 2 + 3 * 4));
-    if (!buffer) return -1;
-    float *input_ring = buffer, *feature_ring = buffer + 3 * 2 * P;
-    int input_tag[3] = {-1, -1, -1}, feature_tag[3] = {-1, -1, -1};
-    for (int y = y0; y < y1; y++) {
-        const float *feature_rows[3];
-        for (int dy = 0; dy < 3; dy++) {
-            const int fy = reflect(y + dy - 1, H);
-            float *slot = feature_ring + (fy % 3) * 4 * P;
-            if (feature_tag[fy % 3] != fy) {
-                const float *input_rows[3];
-                for (int ey = 0; ey < 3; ey++) {
-                    const int iy = reflect(fy + ey - 1, H);
-                    float *in_slot = input_ring + (iy % 3) * 2 * P;
-                    if (input_tag[iy % 3] != iy) {
-                        input_row(ir, vi, W, iy, in_slot);
-                        input_tag[iy % 3] = iy;
-                    }
-                    input_rows[ey] = in_slot;
-                }
-                feature_row(input_rows, W, w1, b1, slot);
-                feature_tag[fy % 3] = fy;
-            }
-            feature_rows[dy] = slot;
-        }
-        output_row(feature_rows, W, w2, b2, out + (size_t)y * W);
-    }
-    free(buffer);
-    return 0;
-}
-"""
+KERNEL_FILE = "student_kernel.c"  # package data beside this module
 
 _ROWS_PER_BAND_MIN = 64  # below this a thread hand-off costs more than the rows
 
@@ -179,12 +52,17 @@ _build_lock = threading.Lock()
 _native_library: dict = {}
 
 
+def kernel_source() -> str:
+    """The C kernel's text, read from the installed package (``mmdrfuse/fusion/student_kernel.c``)."""
+    return resources.files(__package__).joinpath(KERNEL_FILE).read_text(encoding="utf-8")
+
+
 def load_native_kernel() -> ctypes.CDLL:
     """Build (once per user and machine: :mod:`mmdrfuse.native`) and load the C kernel; RuntimeError if not."""
     with _build_lock:
         if "lib" in _native_library:
             return _native_library["lib"]
-        library = build_library("student_kernel", KERNEL_SOURCE, _compiler())
+        library = build_library("student_kernel", kernel_source(), _compiler())
         pointer = ctypes.c_void_p
         library.student_rows.argtypes = [pointer, pointer, pointer] + [ctypes.c_int] * 4 + [pointer] * 3 + [ctypes.c_float]
         library.student_rows.restype = ctypes.c_int
@@ -326,126 +204,3 @@ def compile_student(student: Student, *, backend: str = "auto", threads: Optiona
             raise
         warnings.warn(f"fast student falls back to torch: {error}", RuntimeWarning, stacklevel=2)
         return TorchStudent(student)
-
-
-# ---------------------------------------------------------------------------------------------
-# CUDA
-
-
-class HalfStudent:
-    """CUDA: ``(ir, vi)`` uint8 tensors (H, W) or (N, H, W) on the GPU -> float32 Tanh output.
-
-    Float16 weights and activations, channels-last or (default) plain NCHW layout; inputs
-    are converted on the GPU.
-    """
-
-    backend = "cuda-half"
-
-    def __init__(self, student: Student, device: str = "cuda", channels_last: bool = False) -> None:
-        self._layout = torch.channels_last if channels_last else torch.contiguous_format
-        self._model = Student().to(device).half().to(memory_format=self._layout).eval()
-        self._model.load_state_dict(student.state_dict())
-
-    def __call__(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
-        x = torch.stack([ir, vi], dim=-3)
-        x = x[None] if x.dim() == 3 else x
-        with torch.inference_mode():
-            x = x.half().mul_(1.0 / 255.0).contiguous(memory_format=self._layout)
-            fused = self._model(x)[0][:, 0].float()
-        return fused[0] if ir.dim() == 2 else fused
-
-
-def _triton_student():
-    """The Triton kernel, built on first use (needs triton and a CUDA device).
-
-    On an H100 this form ran 0.57 ms per 1280x1024 frame (eager float32: 0.43 ms without,
-    0.55 to 0.61 ms with TF32), so it is correct but no faster than cuDNN; a variant without
-    masks and with unspecialised H, W ran 4.9 ms, so keep the masks and specialisation.
-    """
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def student_kernel(ir_ptr, vi_ptr, out_ptr, w1_ptr, b1_ptr, w2_ptr, b2, H, W,
-                       BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
-        # One program: a BLOCK_H x BLOCK_W output tile of frame program_id(2). Each of the 9
-        # feature positions an output needs is recomputed from the uint8 inputs (L1-cached):
-        # 9x the conv1 arithmetic, but the feature never goes to memory. Reflection is written
-        # out (|i|, then 2n - 2 - i past the end): a kernel may call only module-level jit
-        # functions, and this module must import without triton.
-        rows = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
-        cols = tl.program_id(0) * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
-        inside = (rows < H) & (cols < W)
-        frame = tl.program_id(2).to(tl.int64) * H * W
-        acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32) + b2
-        for fy in tl.static_range(3):
-            feature_rows = tl.abs(rows + (fy - 1))
-            feature_rows = tl.where(feature_rows >= H, 2 * H - 2 - feature_rows, feature_rows)
-            for fx in tl.static_range(3):
-                feature_cols = tl.abs(cols + (fx - 1))
-                feature_cols = tl.where(feature_cols >= W, 2 * W - 2 - feature_cols, feature_cols)
-                f0 = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32) + tl.load(b1_ptr + 0)
-                f1 = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32) + tl.load(b1_ptr + 1)
-                f2 = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32) + tl.load(b1_ptr + 2)
-                f3 = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32) + tl.load(b1_ptr + 3)
-                for ey in tl.static_range(3):
-                    input_rows = tl.abs(feature_rows + (ey - 1))
-                    input_rows = tl.where(input_rows >= H, 2 * H - 2 - input_rows, input_rows)
-                    for ex in tl.static_range(3):
-                        input_cols = tl.abs(feature_cols + (ex - 1))
-                        input_cols = tl.where(input_cols >= W, 2 * W - 2 - input_cols, input_cols)
-                        offset = frame + input_rows * W + input_cols
-                        a = tl.load(ir_ptr + offset, mask=inside, other=0).to(tl.float32)
-                        b = tl.load(vi_ptr + offset, mask=inside, other=0).to(tl.float32)
-                        tap = ey * 3 + ex  # w1 layout (out, in, kh, kw), already times 1/255
-                        f0 += a * tl.load(w1_ptr + 0 + tap) + b * tl.load(w1_ptr + 9 + tap)
-                        f1 += a * tl.load(w1_ptr + 18 + tap) + b * tl.load(w1_ptr + 27 + tap)
-                        f2 += a * tl.load(w1_ptr + 36 + tap) + b * tl.load(w1_ptr + 45 + tap)
-                        f3 += a * tl.load(w1_ptr + 54 + tap) + b * tl.load(w1_ptr + 63 + tap)
-                tap2 = fy * 3 + fx
-                acc += tl.maximum(f0, 0.0) * tl.load(w2_ptr + 0 + tap2)
-                acc += tl.maximum(f1, 0.0) * tl.load(w2_ptr + 9 + tap2)
-                acc += tl.maximum(f2, 0.0) * tl.load(w2_ptr + 18 + tap2)
-                acc += tl.maximum(f3, 0.0) * tl.load(w2_ptr + 27 + tap2)
-        fused = 2.0 * tl.sigmoid(2.0 * acc) - 1.0  # tanh
-        tl.store(out_ptr + frame + rows * W + cols, fused, mask=inside)
-
-    return student_kernel
-
-
-class TritonStudent:
-    """CUDA: the fused loop as one Triton kernel; same call as ``HalfStudent``, float32 maths."""
-
-    backend = "cuda-triton"
-    block = (16, 64)
-
-    def __init__(self, student: Student, device: str = "cuda") -> None:
-        w1, b1, w2, b2 = student_parameters(student)
-        self._kernel = _triton_student()
-        self._w1, self._b1, self._w2 = (torch.from_numpy(a).to(device) for a in (w1, b1, w2))
-        self._b2 = b2
-
-    def __call__(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
-        if ir.dtype != torch.uint8 or ir.shape != vi.shape or ir.dim() not in (2, 3) or min(ir.shape[-2:]) < 2:
-            raise ValueError("inputs must be uint8 (H, W) or (N, H, W) of one shape with H, W >= 2; "
-                             f"got {tuple(ir.shape)} {ir.dtype}, {tuple(vi.shape)} {vi.dtype}")
-        ir3, vi3 = (t.contiguous().view(-1, *t.shape[-2:]) for t in (ir, vi))
-        frames, height, width = ir3.shape
-        out = torch.empty(ir3.shape, dtype=torch.float32, device=ir.device)
-        grid = (-(-width // self.block[1]), -(-height // self.block[0]), frames)
-        self._kernel[grid](ir3, vi3, out, self._w1, self._b1, self._w2, self._b2, height, width,
-                           BLOCK_H=self.block[0], BLOCK_W=self.block[1])
-        return out.view(ir.shape)
-
-
-def compile_student_cuda(student: Student, *, backend: str = "auto", device: str = "cuda") -> Callable:
-    """A fast CUDA student: ``backend`` ``triton`` (needs triton), ``half``, or ``auto`` (triton if importable)."""
-    if backend not in ("auto", "triton", "half"):
-        raise ValueError(f"CUDA backend must be auto, triton or half, got {backend!r}")
-    if backend in ("auto", "triton"):
-        try:
-            return TritonStudent(student, device)
-        except ImportError:
-            if backend == "triton":
-                raise RuntimeError("the triton CUDA backend needs the triton package") from None
-    return HalfStudent(student, device)
