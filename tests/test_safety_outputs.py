@@ -20,11 +20,11 @@ from mmdrfuse.data.patches import load_patches, prepare_patches
 from mmdrfuse.data.synthetic import generate
 from mmdrfuse.detection.methods import parse_method
 from mmdrfuse.errors import DataError
-from mmdrfuse.files import MARKER
 from mmdrfuse.fusion.infer import fuse_folder
 from mmdrfuse.fusion.networks import Student
 
 REPO = Path(__file__).resolve().parents[1]
+MARKER = ".mmdrfuse.json"  # mmdrfuse.files.MARKER, spelled out so these tests import on the code before it
 SYNTHETIC = ["--train", "4", "--test", "2", "--size", "160x128", "--quiet"]
 
 
