@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from typing import List, Optional
 
 from mmdrfuse import __version__
 from mmdrfuse.config import apply_config, config_path, find_leaf_parser
+from mmdrfuse.errors import Terminated
 
 # Each module has register(subparsers); one module per area keeps ownership clear.
 COMMAND_MODULES = (
@@ -33,8 +36,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # SIGTERM (timeout, Slurm, docker stop) unwinds like Ctrl-C, so staging folders are removed.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _run(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: List[str]) -> int:
     parser = build_parser()
     command = argv[0] if argv else None
     try:
@@ -47,9 +66,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             find_leaf_parser(parser, argv).print_help()
             return 2
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        terminated = isinstance(interrupt, Terminated)
+        print("terminated" if terminated else "interrupted", file=sys.stderr)
+        return 143 if terminated else 130
     except (ValueError, OSError, RuntimeError) as error:
         # Bad input is reported in one line naming the file; MMDRFUSE_DEBUG=1 shows the traceback.
         if os.environ.get("MMDRFUSE_DEBUG"):

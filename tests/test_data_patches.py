@@ -99,14 +99,14 @@ def test_not_a_store(tmp_path):
 def test_interrupted_build_leaves_nothing_that_looks_complete(llvip, tmp_path, monkeypatch):
     calls = []
 
-    def failing_read_pair(pair):
-        calls.append(pair.id)
-        if len(calls) == 2:
+    def failing_read(path, **kwargs):
+        calls.append(path)
+        if len(calls) == 3:  # the second pair's infrared image
             raise KeyboardInterrupt
-        return real_read_pair(pair)
+        return real_read(path, **kwargs)
 
-    real_read_pair = patches_module.read_pair
-    monkeypatch.setattr(patches_module, "read_pair", failing_read_pair)
+    real_read = patches_module.read_checked
+    monkeypatch.setattr(patches_module, "read_checked", failing_read)
     with pytest.raises(KeyboardInterrupt):
         prepare_patches(llvip, pairs=3, size=64, stride=64, out=tmp_path / "store", progress=False, log=lambda _: None)
     assert list(tmp_path.iterdir()) == []

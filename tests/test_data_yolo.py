@@ -136,7 +136,7 @@ def test_unannotated_and_badly_annotated_images_are_skipped(tmp_path):
     messages = []
     build_yolo_dataset(root, root / "infrared", tmp_path / "ds", progress=False, log=messages.append)
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
-    assert manifest["skipped"] == {"no_annotation": ["010002"], "bad_annotation": ["010003"]}
+    assert manifest["skipped"] == {"no_annotation": ["010002"], "bad_annotation": ["010003"], "bad_image": []}
     assert "010002" not in _read_labels(tmp_path / "ds")
     assert any("1 image(s) without annotation" in m for m in messages)
     with pytest.raises(DataError, match="010002.xml"):

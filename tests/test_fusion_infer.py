@@ -75,7 +75,7 @@ def test_outputs_at_input_size_equal_manual_inference(tmp_path, weights, model):
         assert out.shape == ir.shape and out.dtype == np.uint8
         expected = to_uint8(fuse_arrays(net, ir[None], vi[None])[0], "minmax")
         assert np.abs(out.astype(int) - expected).max() <= 1  # batched vs single: float noise at most
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000.png", "001.png", "002.png", "003.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".mmdrfuse.json", "000.png", "001.png", "002.png", "003.png"]
 
 
 def test_clip_scaling_keeps_the_raw_output(tmp_path, weights):
@@ -121,7 +121,7 @@ def test_stems_restrict_to_a_subset(tmp_path, weights):
     ir_dir, vi_dir = write_pairs(tmp_path, [(16, 16)] * 3)
     fuse_folder(model="student", weights=weights["student"], ir_dir=ir_dir, vi_dir=vi_dir, out_dir=tmp_path / "s",
                 stems=["002", "000"], progress=False)  # fmt: skip
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["000.png", "002.png"]
+    assert sorted(p.name for p in (tmp_path / "s").glob("*.png")) == ["000.png", "002.png"]
     with pytest.raises(DataError, match="007"):
         fuse_folder(model="student", weights=weights["student"], ir_dir=ir_dir, vi_dir=vi_dir, out_dir=tmp_path / "s",
                     stems=["007"], progress=False)  # fmt: skip
@@ -155,10 +155,13 @@ def test_bad_input_is_named_and_leaves_no_output(tmp_path, weights, capsys):
     err = capsys.readouterr().err
     assert "003.png" in err and not out.exists()
     (vi_dir / "003.png").write_bytes(b"not an image at all")
-    out.mkdir()  # an existing output folder keeps what it had, and gets nothing new
+    out.mkdir()  # an existing folder of other files is refused before any work and keeps what it had
     (out / "keep.txt").write_text("x")
     assert fuse_cli(ir_dir, vi_dir, out, w) == 2
-    assert "003.png" in capsys.readouterr().err and [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert "not empty" in capsys.readouterr().err and [p.name for p in out.iterdir()] == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    assert fuse_cli(ir_dir, vi_dir, out, w) == 2
+    assert "003.png" in capsys.readouterr().err and list(out.iterdir()) == []
     (vi_dir / "003.png").write_bytes(good)
 
     assert fuse_cli(ir_dir, vi_dir, ir_dir / "fused", w) == 2  # output inside an input folder
@@ -169,7 +172,8 @@ def test_bad_input_is_named_and_leaves_no_output(tmp_path, weights, capsys):
     assert "no images" in capsys.readouterr().err
 
     assert fuse_cli(ir_dir, vi_dir, out, w) == 0
-    assert len(list(out.glob("*.png"))) == 4 and not list(out.glob(".*"))  # no staging left behind
+    assert len(list(out.glob("*.png"))) == 4 and [p.name for p in out.glob(".*")] == [".mmdrfuse.json"]
+    assert not list(tmp_path.glob(".out.*"))  # no staging left behind
 
 
 def test_without_weights_the_error_says_to_pass_them(tmp_path):

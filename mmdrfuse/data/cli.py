@@ -8,11 +8,13 @@ from mmdrfuse.config import add_command, defaults
 
 
 def _patches(args) -> int:
+    from mmdrfuse.data.io import parse_depth_range
     from mmdrfuse.data.patches import prepare_patches
 
     prepare_patches(
         args.root, split=args.split, pairs=args.pairs, size=args.size, stride=args.stride, seed=args.seed,
         out=args.out, export_images=args.export_images, strict=args.strict, progress=not args.quiet,
+        overwrite=args.overwrite, depth_range=parse_depth_range(args.depth_range),
     )
     return 0
 
@@ -33,7 +35,7 @@ def _yolo(args) -> int:
         raise ValueError("--images and --out are required (or --select FILE to only draw the subset)")
     build_yolo_dataset(
         args.root, args.images, args.out, train=args.train, val=args.val, seed=args.seed,
-        manifest=args.manifest, strict=args.strict, progress=not args.quiet,
+        manifest=args.manifest, strict=args.strict, progress=not args.quiet, overwrite=args.overwrite,
     )
     return 0
 
@@ -42,6 +44,7 @@ def _synthetic(args) -> int:
     from mmdrfuse.data.synthetic import generate
 
     out = generate(args.out, train=args.train, test=args.test, size=args.size, seed=args.seed, progress=not args.quiet,
+                   overwrite=args.overwrite,
                    pedestrians=args.pedestrians, height=args.height, ir_only=args.ir_only, vi_only=args.vi_only)
     print(f"SYNTHETIC LLVIP-like data ({args.train} train + {args.test} test pairs, {args.size}) -> {out}")
     return 0
@@ -52,7 +55,7 @@ def _validate(args) -> int:
     from mmdrfuse.files import write_text_atomic
 
     report = validate(args.root, args.split, strict=args.strict, annotations=not args.no_annotations,
-                      progress=not args.quiet)
+                      decode=args.decode, progress=not args.quiet)
     for file, message in report.problems[: args.show]:
         print(f"  {file}: {message}")
     if len(report.problems) > args.show:
@@ -81,6 +84,9 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="patch store folder (ir.npy, vi.npy, index.csv, meta.json)")
     parser.add_argument("--export-images", action="store_true", help="also write ir/ and vi/ folders of PNG patches")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad pair instead of skipping it")
+    parser.add_argument("--depth-range", default=D["depth_range"],
+                        help="16-bit images to 8 bits: minmax (per image), full (the type's range) or LO,HI")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier output of this command in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=_patches)
 
@@ -98,6 +104,7 @@ def register(subparsers) -> None:
     parser.add_argument("--select", metavar="FILE",
                         help="only draw the subset and write it to FILE (fuse just those ids, then pass --manifest FILE)")
     parser.add_argument("--strict", action="store_true", help="stop at the first image without a usable annotation")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier output of this command in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=_yolo)
 
@@ -113,6 +120,7 @@ def register(subparsers) -> None:
                         help="pedestrian height as a fraction of the image height")
     parser.add_argument("--ir-only", type=float, default=D["ir_only"], help="fraction seen only in infrared (darkness)")
     parser.add_argument("--vi-only", type=float, default=D["vi_only"], help="fraction seen only in visible (behind glass)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier output of this command in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=_synthetic)
 
@@ -122,6 +130,8 @@ def register(subparsers) -> None:
     parser.add_argument("--split", default=D["split"], choices=("train", "test"), help="default: every split present")
     parser.add_argument("--strict", action="store_true", help="stop at the first problem (exit status 2)")
     parser.add_argument("--no-annotations", action="store_true", help="check images only (for fusion training)")
+    parser.add_argument("--decode", action="store_true", default=D["decode"],
+                        help="decode every image in full (finds truncated or corrupt files; slower than headers)")
     parser.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     parser.add_argument("--show", type=int, default=D["show"], help="problems to print")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

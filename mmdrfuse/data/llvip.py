@@ -11,13 +11,24 @@ One annotation file serves both modalities of a pair. Ids are six-digit file ste
 from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mmdrfuse.data.io import PathLike, check_same_size, image_size, list_images, read_color, read_gray
+from mmdrfuse.data.io import (
+    MAX_PIXELS,
+    DepthRange,
+    PathLike,
+    check_same_size,
+    decode_problem,
+    image_size_and_depth,
+    list_images,
+    read_color,
+    read_gray,
+)
 from mmdrfuse.errors import DataError
 
 SPLITS = ("train", "test")
@@ -101,11 +112,12 @@ def list_pairs(root: PathLike, split: str) -> List[LLVIPPair]:
     return pairs
 
 
-def read_pair(pair: LLVIPPair, *, color: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+def read_pair(pair: LLVIPPair, *, color: bool = False, depth_range: DepthRange = "minmax") -> Tuple[np.ndarray, np.ndarray]:
     """``(ir, vi)`` as uint8 gray (H, W) each (BGR2GRAY, the paper's protocol), or with
-    ``color`` the infrared as gray (H, W) and the visible as BGR (H, W, 3). Sizes are checked."""
-    ir = read_gray(pair.ir)
-    vi = read_color(pair.vi) if color else read_gray(pair.vi)
+    ``color`` the infrared as gray (H, W) and the visible as BGR (H, W, 3). Sizes are checked;
+    images deeper than 8 bits are mapped by ``depth_range`` (see mmdrfuse.data.io)."""
+    ir = read_gray(pair.ir, depth_range)
+    vi = read_color(pair.vi, depth_range) if color else read_gray(pair.vi, depth_range)
     check_same_size(ir, vi, pair.ir, pair.vi)
     return ir, vi
 
@@ -150,12 +162,20 @@ def read_annotation(path: PathLike) -> Annotation:
     return Annotation(width, height, np.asarray(boxes, dtype=np.float64).reshape(-1, 4), labels)
 
 
-def box_problems(annotation: Annotation, width: int, height: int) -> List[str]:
-    """Messages for boxes that are empty (xmax <= xmin or ymax <= ymin) or leave the
-    ``width`` x ``height`` image, and for a ``<size>`` that disagrees with the image."""
-    messages = []
+def size_problem(annotation: Annotation, width: int, height: int) -> Optional[str]:
+    """A message when the XML ``<size>`` disagrees with the ``width`` x ``height`` image, else None."""
     if annotation.width and (annotation.width, annotation.height) != (width, height):
-        messages.append(f"<size> says {annotation.width}x{annotation.height} but the image is {width}x{height}")
+        return f"<size> says {annotation.width}x{annotation.height} but the image is {width}x{height}"
+    return None
+
+
+def box_problems(annotation: Annotation, width: int, height: int, *, check_size: bool = True) -> List[str]:
+    """Messages for boxes that are empty (xmax <= xmin or ymax <= ymin) or leave the
+    ``width`` x ``height`` image, and (``check_size``) for a ``<size>`` that disagrees with the image."""
+    messages = []
+    mismatch = size_problem(annotation, width, height) if check_size else None
+    if mismatch:
+        messages.append(mismatch)
     for index, (x0, y0, x1, y1) in enumerate(annotation.boxes):
         box = f"box {index} ({x0:g}, {y0:g}, {x1:g}, {y1:g})"
         if x1 <= x0 or y1 <= y0:
@@ -177,6 +197,8 @@ class ValidationReport:
     checked: int = 0
     missing_annotations: int = 0
     annotations: bool = True
+    decoded: bool = False
+    depths: Counter = field(default_factory=Counter)  # bits per channel -> images
 
     @property
     def skipped(self) -> int:
@@ -190,6 +212,9 @@ class ValidationReport:
         )
         if self.missing_annotations:
             text += f", {self.missing_annotations} pair(s) without annotation"
+        if self.depths:
+            text += "; bit depth: " + ", ".join(f"{bits}-bit ({count} images)" for bits, count in sorted(self.depths.items()))
+        text += "; pixels decoded" if self.decoded else "; headers only (--decode to decode every image)"
         return text
 
     def to_dict(self) -> dict:
@@ -201,19 +226,33 @@ class ValidationReport:
             "ok": len(self.ok),
             "skipped": self.skipped,
             "missing_annotations": self.missing_annotations,
+            "decoded": self.decoded,
+            "bit_depths": {str(bits): count for bits, count in sorted(self.depths.items())},
             "problems": [{"file": str(f), "message": m} for f, m in self.problems],
         }
 
 
-def pair_problems(pair: LLVIPPair, *, annotations: bool = True) -> List[Tuple[Path, str]]:
-    """Problems of one pair: unreadable image, size mismatch between modalities and, with
-    ``annotations``, a missing or malformed XML and bad boxes. Reads image headers only."""
+def pair_problems(pair: LLVIPPair, *, annotations: bool = True, decode: bool = False,
+                  depths: Optional[Counter] = None) -> List[Tuple[Path, str]]:
+    """Problems of one pair: unreadable image, a header claiming more than ``MAX_PIXELS``, size
+    mismatch between modalities and, with ``annotations``, a missing or malformed XML and bad
+    boxes. Reads image headers only unless ``decode`` (then every image is decoded in full and
+    a truncated or corrupt one is a problem). ``depths`` counts bits per channel."""
     sizes = []
     for path in (pair.ir, pair.vi):
         try:
-            sizes.append(image_size(path))
+            width, height, bits = image_size_and_depth(path)
         except DataError as error:
             return [(path, str(error))]
+        if depths is not None:
+            depths[bits] += 1
+        if width * height > MAX_PIXELS:
+            return [(path, f"header claims {width}x{height} pixels, more than the {MAX_PIXELS} an image may have")]
+        if decode:
+            problem = decode_problem(path)
+            if problem:
+                return [(path, problem)]
+        sizes.append((width, height))
     ir_size, vi_size = sizes
     if ir_size != vi_size:
         return [(pair.vi, f"size mismatch: {pair.ir.name} is {ir_size[0]}x{ir_size[1]} but this is {vi_size[0]}x{vi_size[1]}")]
@@ -234,11 +273,13 @@ def validate(
     *,
     strict: bool = False,
     annotations: bool = True,
+    decode: bool = False,
     progress: bool = False,
 ) -> ValidationReport:
     """Check an LLVIP folder: images without a partner, unreadable images, size mismatch
     between modalities, and (with ``annotations``) missing or malformed XML, boxes that are
-    empty or outside the image. ``split=None`` checks every split present.
+    empty or outside the image; with ``decode`` every image is decoded in full (slower; finds
+    truncated and corrupt files that headers do not show). ``split=None`` checks every split present.
 
     By default bad pairs are left out of ``report.ok`` and listed in ``report.problems``;
     with ``strict`` the first problem raises DataError naming the file.
@@ -247,7 +288,7 @@ def validate(
     splits: Sequence[str] = available_splits(root) if split is None else [split]
     if not splits:
         raise DataError(f"no images in {root}/{{infrared,visible}}/{{{','.join(SPLITS)}}}")
-    report = ValidationReport(root, list(splits), annotations=annotations)
+    report = ValidationReport(root, list(splits), annotations=annotations, decoded=decode)
     for name in splits:
         pairs, unpaired = _scan_split(root, name)
         if strict and unpaired:
@@ -262,7 +303,7 @@ def validate(
             iterator = tqdm(pairs, desc=f"validate {name}", unit="pair")
         for pair in iterator:
             report.checked += 1
-            problems = pair_problems(pair, annotations=annotations)
+            problems = pair_problems(pair, annotations=annotations, decode=decode, depths=report.depths)
             if strict and problems:
                 raise DataError(f"{problems[0][0]}: {problems[0][1]} (run without --strict to skip bad pairs)")
             if annotations and pair.annotation is None:

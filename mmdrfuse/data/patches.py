@@ -17,6 +17,8 @@ from __future__ import annotations
 import csv
 import io as text_io
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -24,18 +26,24 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from mmdrfuse.data.io import (
+    DepthRange,
     PathLike,
     check_output_outside_inputs,
+    check_same_size,
     image_size,
     match_pairs,
+    read_checked,
     read_gray,
     write_image_staged,
 )
-from mmdrfuse.data.llvip import read_pair, validate
+from mmdrfuse.data.llvip import validate
 from mmdrfuse.errors import DataError
-from mmdrfuse.files import atomic_directory, write_text_atomic
+from mmdrfuse.files import atomic_directory, check_output_folder, write_text_atomic
 
 STORE_FORMAT = "mmdrfuse-patches/1"
+COMMAND = "prepare patches"
+# Free space kept beyond the store's own size: a full disk makes writes into a memory map die with SIGBUS.
+SPARE_BYTES = 64 * 2 ** 20
 
 
 @dataclass
@@ -90,15 +98,21 @@ def prepare_patches(
     export_images: bool = False,
     strict: bool = False,
     progress: bool = True,
+    overwrite: bool = True,
+    depth_range: DepthRange = "minmax",
     log=print,
 ) -> Path:
     """Cut ``pairs`` seeded-random pairs of an LLVIP ``split`` into a patch store at ``out``.
 
-    Bad pairs (no partner, size mismatch, unreadable) are skipped and counted, or with
-    ``strict`` stop the build. Returns ``out``.
+    Bad pairs (no partner, size mismatch, unreadable headers, pixels that do not decode) are
+    skipped and counted, or with ``strict`` stop the build. Images deeper than 8 bits are
+    mapped by ``depth_range`` (mmdrfuse.data.io). The free disk space is checked before the
+    memory maps are sized. An existing ``out`` is replaced only when it is an earlier output of
+    this command and ``overwrite`` (else DataError). Returns ``out``.
     """
     out = Path(out)
     check_output_outside_inputs(out, root)
+    check_output_folder(out, COMMAND, overwrite=overwrite)
     report = validate(root, split, strict=strict, annotations=False)
     if report.problems:
         log(f"skipping {report.skipped} bad pair(s) of {report.checked} ({len(report.problems)} problem(s)); "
@@ -118,20 +132,34 @@ def prepare_patches(
     if total == 0:
         raise DataError(f"no {size}x{size} patch fits in the chosen images of {root}")
 
-    with atomic_directory(out) as staging:
+    check_free_space(out.parent, 2 * total * size * size * (2 if export_images else 1), what=f"{total} patch pairs")
+
+    settings = {"root": str(Path(root).resolve()), "split": split, "pairs": pairs, "size": size, "stride": stride,
+                "seed": seed, "export_images": export_images}
+    with atomic_directory(out, command=COMMAND, settings=settings, overwrite=overwrite) as staging:
         ir_store = np.lib.format.open_memmap(staging / "ir.npy", mode="w+", dtype=np.uint8, shape=(total, size, size))
         vi_store = np.lib.format.open_memmap(staging / "vi.npy", mode="w+", dtype=np.uint8, shape=(total, size, size))
         rows = []
+        bad: List[str] = []
         iterator = chosen
         if progress:
             from tqdm import tqdm
 
             iterator = tqdm(chosen, desc="patches", unit="pair")
         for pair_id in iterator:
-            ir, vi = read_pair(by_id[pair_id])
+            pair = by_id[pair_id]
             header_shape, grid = grids[pair_id]
-            if ir.shape != header_shape:
-                raise DataError(f"decoded size {ir.shape[::-1]} differs from the header's: {by_id[pair_id].ir}")
+            try:
+                ir = read_checked(pair.ir, depth_range=depth_range)
+                vi = read_checked(pair.vi, depth_range=depth_range)
+                check_same_size(ir, vi, pair.ir, pair.vi)
+                if ir.shape != header_shape:
+                    raise DataError(f"decoded size {ir.shape[::-1]} differs from the header's: {pair.ir}")
+            except DataError as error:
+                if strict:
+                    raise DataError(f"{error} (run without --strict to skip bad pairs)") from None
+                bad.append(str(error))
+                continue
             for y, x in grid:
                 index = len(rows)
                 ir_store[index] = ir[y : y + size, x : x + size]
@@ -144,6 +172,13 @@ def prepare_patches(
         ir_store.flush()
         vi_store.flush()
         del ir_store, vi_store
+        if bad:
+            if not rows:
+                raise DataError(f"no chosen pair of {root} decodes; first: {bad[0]}")
+            log(f"skipped {len(bad)} pair(s) that do not decode; first: {bad[0]}")
+            _shrink_store(staging, len(rows))
+        used = sorted({row[2] for row in rows})
+        total = len(rows)
 
         table = text_io.StringIO()
         writer = csv.writer(table, lineterminator="\n")
@@ -159,7 +194,7 @@ def prepare_patches(
                 "root": str(Path(root).resolve()),
                 "split": split,
                 "pairs_requested": pairs,
-                "pairs_used": len(chosen),
+                "pairs_used": len(used),
                 "pairs_available": len(by_id),
                 "size": size,
                 "stride": stride,
@@ -167,13 +202,37 @@ def prepare_patches(
                 "selection": "numpy.random.default_rng(seed).choice without replacement over sorted ids",
             },
             "seed": seed,
-            "ids": chosen,
-            "skipped_pairs": report.skipped,
+            "ids": used,
+            "skipped_pairs": report.skipped + len(bad),
+            "undecodable": bad,
             "images_exported": export_images,
         }
         write_text_atomic(staging / "meta.json", json.dumps(meta, indent=2) + "\n")
-    log(f"{total} patch pairs of {size}x{size} from {len(chosen)} pairs -> {out}")
+    log(f"{total} patch pairs of {size}x{size} from {len(used)} pairs -> {out}")
     return out
+
+
+def check_free_space(folder: PathLike, needed: int, *, what: str) -> None:
+    """DataError unless the filesystem of ``folder`` (or its nearest existing parent) has
+    ``needed`` bytes free plus a margin."""
+    folder = Path(folder).resolve()
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < needed + SPARE_BYTES:
+        raise DataError(f"not enough free disk space in {folder} for {what}: need {(needed + SPARE_BYTES) / 2 ** 20:.0f} MiB, "
+                        f"{free / 2 ** 20:.0f} MiB free")
+
+
+def _shrink_store(staging: Path, count: int) -> None:
+    """Rewrite ``ir.npy``/``vi.npy`` with their first ``count`` patches (pairs were skipped after sizing)."""
+    for name in ("ir.npy", "vi.npy"):
+        full = np.load(staging / name, mmap_mode="r")
+        kept = np.lib.format.open_memmap(staging / f".{name}.tmp", mode="w+", dtype=np.uint8, shape=(count,) + full.shape[1:])
+        kept[:] = full[:count]
+        kept.flush()
+        del kept, full
+        os.replace(staging / f".{name}.tmp", staging / name)
 
 
 def load_patches(path: PathLike) -> PatchSet:

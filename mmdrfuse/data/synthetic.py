@@ -28,7 +28,7 @@ import numpy as np
 
 from mmdrfuse.data.io import PathLike, parse_size
 from mmdrfuse.errors import DataError
-from mmdrfuse.files import atomic_directory, write_bytes_atomic, write_text_atomic
+from mmdrfuse.files import atomic_directory, check_output_folder, write_bytes_atomic, write_text_atomic
 
 MODALITY_KINDS = ("both", "ir", "vi")
 SCENE_DEFAULTS = {
@@ -49,6 +49,8 @@ _CLOTHES_BGR = np.array(
 # Behind glass under the shelter's light they must stay visible after a max-intensity fusion
 # with the infrared pane, so their clothes are light.
 _BRIGHT_CLOTHES_BGR = np.array([[0.7, 0.7, 0.7], [0.85, 0.85, 0.8], [0.4, 0.6, 0.85], [0.8, 0.55, 0.4]], np.float32)
+
+COMMAND = "prepare synthetic"
 
 
 def _min_max(value, name: str) -> Tuple[float, float]:
@@ -399,18 +401,21 @@ def generate(
     seed: int = 0,
     progress: bool = True,
     jpeg_quality: int = 95,
+    overwrite: bool = True,
     **scene_options,
 ) -> Path:
     """Write a SYNTHETIC LLVIP-like dataset to ``out`` (built atomically) and return ``out``.
 
     Pair ``i`` of a split is rendered with ``numpy.random.default_rng([seed, split, i])``, so
-    a pair does not depend on how many others are asked for.
+    a pair does not depend on how many others are asked for. An existing ``out`` is replaced
+    only when it is an earlier output of this command and ``overwrite`` (else DataError).
     """
     width, height = parse_size(size)
     options = _scene_options(scene_options)
     if train < 0 or test < 0 or train + test == 0:
         raise DataError(f"need a positive number of pairs, got train={train}, test={test}")
     out = Path(out)
+    check_output_folder(out, COMMAND, overwrite=overwrite)
     jobs = [(split, i) for split, count in (("train", train), ("test", test)) for i in range(count)]
     if progress:
         from tqdm import tqdm
@@ -418,7 +423,8 @@ def generate(
         jobs = tqdm(jobs, desc="synthetic pairs", unit="pair")
     record: Dict[str, dict] = {}
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
-    with atomic_directory(out) as staging:
+    settings = {"train": train, "test": test, "size": [width, height], "seed": seed}
+    with atomic_directory(out, command=COMMAND, settings=settings, overwrite=overwrite) as staging:
         for split, i in jobs:
             pair_id = f"{FIRST_ID[split] + i:06d}"
             rng = np.random.default_rng([seed, 0 if split == "train" else 1, i])

@@ -20,25 +20,35 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mmdrfuse.data.io import PathLike, check_output_outside_inputs, image_size, list_images
-from mmdrfuse.data.llvip import Annotation, available_splits, box_problems, list_pairs, read_annotation
+from mmdrfuse.data.io import PathLike, check_output_outside_inputs, decode_problem, image_size, list_images
+from mmdrfuse.data.llvip import (
+    Annotation,
+    available_splits,
+    box_problems,
+    list_pairs,
+    read_annotation,
+    size_problem,
+)
 from mmdrfuse.errors import DataError
-from mmdrfuse.files import atomic_directory, write_text_atomic
+from mmdrfuse.files import atomic_directory, check_output_folder, write_text_atomic
 
 CLASSES = ("person",)
+COMMAND = "prepare yolo"
 MANIFEST_FORMAT = "mmdrfuse-yolo-subset/1"
 
 
-def yolo_labels(annotation: Annotation, fallback_size: Optional[Tuple[int, int]] = None) -> List[str]:
+def yolo_labels(annotation: Annotation, fallback_size: Optional[Tuple[int, int]] = None, *,
+                size: Optional[Tuple[int, int]] = None) -> List[str]:
     """One ``"0 cx cy w h"`` line per ``person`` box, as LLVIP's own VOC->YOLO conversion:
 
         cx = (xmin + xmax) / 2 / W,  cy = (ymin + ymax) / 2 / H,
         w = (xmax - xmin) / W,       h = (ymax - ymin) / H
 
-    with ``W, H`` from the XML ``<size>`` or, when it is absent, ``fallback_size`` (the
-    image's ``(W, H)``). Objects of other classes are left out.
+    with ``W, H`` = ``size`` (the annotated image's real size) when given, else the XML ``<size>``
+    or, when it is absent, ``fallback_size`` (the image's ``(W, H)``). Objects of other classes
+    are left out.
     """
-    width, height = annotation.width, annotation.height
+    width, height = size if size is not None else (annotation.width, annotation.height)
     if not (width and height):
         if fallback_size is None:
             raise DataError("annotation has no <size>: pass the image size")
@@ -156,6 +166,17 @@ def _same_aspect(annotated: Tuple[int, int], image: Tuple[int, int]) -> bool:
     return abs(annotated[0] * image[1] - annotated[1] * image[0]) <= 0.01 * annotated[0] * image[1]
 
 
+def _source_images(root: Path) -> Dict[str, Path]:
+    """Id -> the annotated LLVIP image (infrared) of every split present; its size is the boxes' frame."""
+    sources: Dict[str, Path] = {}
+    for split in available_splits(root):
+        try:
+            sources.update({pair.id: pair.ir for pair in list_pairs(root, split)})
+        except DataError:
+            continue
+    return sources
+
+
 def _link(source: Path, target: Path) -> str:
     """Symlink ``target`` -> ``source``; hardlink, then copy, where the filesystem refuses."""
     try:
@@ -182,6 +203,7 @@ def build_yolo_dataset(
     manifest: Optional[PathLike] = None,
     strict: bool = False,
     progress: bool = True,
+    overwrite: bool = True,
     log=print,
 ) -> Path:
     """Build a YOLO dataset at ``out`` from LLVIP annotations and ``images`` (one per id).
@@ -190,13 +212,19 @@ def build_yolo_dataset(
     ``manifest``. Ids without annotation, with a malformed one or with bad boxes are skipped
     and counted (``strict``: DataError at the first); an id missing from ``images`` is always
     an error, since methods must be compared on the same images. An image may be a resize of
-    the annotated one (labels are normalised); another aspect ratio is a bad annotation. The
-    folder is rebuilt from
-    scratch under a temporary name and renamed at the end, so re-running is idempotent and
-    an interrupted build never looks complete. Returns ``out/data.yaml``.
+    the annotated one (labels are normalised); another aspect ratio is a bad annotation.
+    Boxes are normalised by the real size of the annotated LLVIP image (``root``'s infrared
+    image of the id), not by the XML ``<size>``: where the two disagree the log says so. An
+    image that does not decode in full (truncated, corrupt) is skipped and counted.
+
+    The folder is rebuilt from scratch under a temporary name and renamed at the end, so an
+    interrupted build never looks complete. An existing ``out`` is replaced only when it is an
+    earlier output of this command and ``overwrite`` (else DataError, see
+    :func:`mmdrfuse.files.check_output_folder`). Returns ``out/data.yaml``.
     """
     root, images, out = Path(root), Path(images), Path(out)
     check_output_outside_inputs(out, root, images)
+    check_output_folder(out, COMMAND, overwrite=overwrite)
     subset = read_manifest(manifest) if manifest is not None else select_subset(root, train=train, val=val, seed=seed)
     for note in subset.get("notes", []):
         log(note)
@@ -209,7 +237,10 @@ def build_yolo_dataset(
             f"(every method must provide the same ids; fuse these first)"
         )
 
-    skipped: Dict[str, List[str]] = {"no_annotation": [], "bad_annotation": []}
+    sources = _source_images(root)
+    skipped: Dict[str, List[str]] = {"no_annotation": [], "bad_annotation": [], "bad_image": []}
+    size_notes: List[str] = []
+    image_problems: List[str] = []
     problems = []
     counts = {"train": 0, "val": 0}
     boxes = {"train": 0, "val": 0}
@@ -219,7 +250,9 @@ def build_yolo_dataset(
         from tqdm import tqdm
 
         iterator = tqdm(wanted, desc="yolo dataset", unit="image")
-    with atomic_directory(out) as staging:
+    settings = {"root": str(root.resolve()), "images": str(images.resolve()), "seed": subset.get("seed"),
+                "train": len(subset["train"]), "val": len(subset["val"])}
+    with atomic_directory(out, command=COMMAND, settings=settings, overwrite=overwrite) as staging:
         for split in ("train", "val"):
             (staging / "images" / split).mkdir(parents=True)
             (staging / "labels" / split).mkdir(parents=True)
@@ -231,11 +264,23 @@ def build_yolo_dataset(
                     raise DataError(f"{xml}: missing annotation (run without --strict to skip such images)")
                 skipped["no_annotation"].append(pair_id)
                 continue
+            problem = decode_problem(image)
+            if problem:
+                if strict:
+                    raise DataError(f"{problem} (run without --strict to skip such images)")
+                skipped["bad_image"].append(pair_id)
+                image_problems.append(problem)
+                continue
             try:
                 annotation = read_annotation(xml)
                 size = image_size(image)
-                messages = box_problems(annotation, *(annotation_size(annotation) or size))
-                if not _same_aspect(annotation_size(annotation) or size, size):
+                # The boxes are pixels of the annotated image: its real size decides, not <size>.
+                reference = image_size(sources[pair_id]) if pair_id in sources else (annotation_size(annotation) or size)
+                mismatch = size_problem(annotation, *reference)
+                if mismatch:
+                    size_notes.append(f"{xml}: {mismatch}")
+                messages = box_problems(annotation, *reference, check_size=False)
+                if not _same_aspect(reference, size):
                     messages.append(f"{image} is {size[0]}x{size[1]}, not a resize of the annotated image")
                 if messages:
                     raise DataError(f"{xml}: " + "; ".join(messages))
@@ -245,7 +290,7 @@ def build_yolo_dataset(
                 skipped["bad_annotation"].append(pair_id)
                 problems.append(str(error))
                 continue
-            lines = yolo_labels(annotation, size)
+            lines = yolo_labels(annotation, size=reference)
             write_text_atomic(staging / "labels" / split / f"{pair_id}.txt", "".join(f"{line}\n" for line in lines))
             link_modes.add(_link(image.resolve(), staging / "images" / split / f"{pair_id}{image.suffix}"))
             counts[split] += 1
@@ -253,7 +298,8 @@ def build_yolo_dataset(
         if not counts["train"] and not counts["val"]:
             raise DataError(
                 f"no image of the subset has a usable annotation ({len(skipped['no_annotation'])} without one, "
-                f"{len(skipped['bad_annotation'])} with a bad one) in {root / 'Annotations'}"
+                f"{len(skipped['bad_annotation'])} with a bad one, {len(skipped['bad_image'])} undecodable) "
+                f"in {root / 'Annotations'}"
             )
         final = out.resolve()
         write_text_atomic(
@@ -268,14 +314,20 @@ def build_yolo_dataset(
             "counts": counts,
             "boxes": boxes,
             "skipped": skipped,
-            "problems": problems,
+            "problems": problems + image_problems,
+            "size_notes": size_notes,
             "links": sorted(link_modes),
         }
         write_text_atomic(staging / "manifest.json", json.dumps(record, indent=2) + "\n")
     if skipped["no_annotation"]:
         log(f"skipped {len(skipped['no_annotation'])} image(s) without annotation")
+    if skipped["bad_image"]:
+        log(f"skipped {len(skipped['bad_image'])} image(s) that do not decode; first: {image_problems[0]}")
     if skipped["bad_annotation"]:
         log(f"skipped {len(skipped['bad_annotation'])} image(s) with a bad annotation; first: {problems[0]}")
+    if size_notes:
+        log(f"{len(size_notes)} annotation(s) with a <size> that disagrees with the image: labels normalised by "
+            f"the image's real size; first: {size_notes[0]}")
     for split in ("train", "val"):
         if not counts[split]:
             log(f"warning: the {split} split is empty; ultralytics needs images in both train and val")

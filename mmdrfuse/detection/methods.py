@@ -9,6 +9,7 @@ A method is a folder of images, one per LLVIP id of the subset (stem = id): the 
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
@@ -23,6 +24,8 @@ from mmdrfuse.fusion.classical import CLASSICAL_METHODS
 SINGLE_MODALITIES = ("infrared", "visible")
 NETWORK_METHODS = ("student", "teacher")
 BUILTIN_METHODS = SINGLE_MODALITIES + tuple(CLASSICAL_METHODS) + NETWORK_METHODS
+# A method name becomes a folder name under --out: no separators, no leading dot ("..", ".hidden").
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 
 def parse_method(text: str) -> tuple:
@@ -31,6 +34,9 @@ def parse_method(text: str) -> tuple:
     name = name.strip()
     if not sep or not name or not folder:
         raise DataError(f"--method expects NAME=DIR, got {text!r}")
+    if not PLAIN_NAME.fullmatch(name):
+        raise DataError(f"--method {text!r}: NAME must be a plain name (letters, digits, _ . + -, not starting "
+                        f"with a dot): it names folders under --out")
     if not Path(folder).is_dir():
         raise DataError(f"--method {name}: folder does not exist: {folder}")
     return name, Path(folder)
@@ -78,17 +84,12 @@ def make_method_images(
             raise DataError(f"built-in method {name!r} needs --{name}-weights PATH (no {name} weights ship yet)")
         from mmdrfuse.fusion.infer import fuse_folder
 
-        seconds, count = 0.0, 0
-        for split in sorted({pair.split for pair in pairs}):
-            split_pairs = [pair for pair in pairs if pair.split == split]
-            timing = fuse_folder(
-                model=name, weights=weights, ir_dir=split_pairs[0].ir.parent, vi_dir=split_pairs[0].vi.parent,
-                out_dir=out_dir, device=device, scaling=scaling, color="gray", batch=batch,
-                stems=[pair.id for pair in split_pairs], progress=progress,
-            )
-            seconds += float(timing["seconds"])
-            count += int(timing["n"])
-        return 1000.0 * seconds / max(count, 1)
+        # One run over both splits: fuse_folder replaces its output folder as a whole.
+        timing = fuse_folder(
+            model=name, weights=weights, pairs=[(pair.id, pair.ir, pair.vi) for pair in pairs],
+            out_dir=out_dir, device=device, scaling=scaling, color="gray", batch=batch, progress=progress,
+        )
+        return 1000.0 * float(timing["seconds"]) / max(int(timing["n"]), 1)
 
     seconds = 0.0
     for pair in tqdm(pairs, desc=name, unit="img", disable=not progress):

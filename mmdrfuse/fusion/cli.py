@@ -20,12 +20,14 @@ def _require(args, *names: str) -> None:
 
 def _fuse(args) -> int:
     _require(args, "ir", "vi", "out")
+    from mmdrfuse.data.io import parse_depth_range
     from mmdrfuse.fusion.infer import fuse_folder
 
     result = fuse_folder(
         model=args.model, weights=args.weights, ir_dir=args.ir, vi_dir=args.vi, out_dir=args.out,
         device=args.device, scaling=args.scaling, color=args.color, batch=args.batch,
-        progress=not args.quiet, engine=args.engine,
+        progress=not args.quiet, engine=args.engine, overwrite=args.overwrite,
+        depth_range=parse_depth_range(args.depth_range),
     )  # fmt: skip
     print(
         f"fused {result['n']} pairs with the {args.model} ({result['engine']}, {result['device']}) -> {result['out_dir']}: "
@@ -126,6 +128,9 @@ def register(subparsers) -> None:
     parser.add_argument("--batch", type=int, default=D["batch"], help="pairs of one size per network call")
     parser.add_argument("--engine", choices=("auto", "eager", "fast"), default=D["engine"],
                         help="student on the CPU: the fast kernel (fast), PyTorch (eager), or fast when available (auto)")
+    parser.add_argument("--depth-range", default=D["depth_range"],
+                        help="16-bit images to 8 bits: minmax (per image), full (the type's range) or LO,HI")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier output of fuse in --out")
     parser.add_argument("--json", metavar="FILE", help="also write the counts and timings as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=_fuse)

@@ -7,15 +7,17 @@ the Y channel of the visible image (OpenCV YCrCb, which equals BGR2GRAY) is fuse
 and the visible image's Cr/Cb are put back.
 
 A folder run checks pairing, sizes and image headers first, decodes and encodes in a thread
-pool (OpenCV releases the GIL) while the network runs on batches of same-size pairs, writes
-every PNG into a hidden staging folder inside ``out_dir`` and moves them into place only when
-every pair has been fused: a bad file stops the run with its name and no output.
+pool (OpenCV releases the GIL) while the network runs on batches of same-size pairs, and writes
+every PNG and a ``.mmdrfuse.json`` manifest (what produced them) into a staging sibling of
+``out_dir`` that is renamed into place in one step when every pair has been fused: a bad file
+stops the run with its name and no output, and ``out_dir`` ends holding exactly the last run's
+images. An existing non-empty ``out_dir`` is replaced only when it is an earlier ``fuse`` output
+(and ``overwrite``); anything else is refused (mmdrfuse.files.check_output_folder).
 """
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
-import tempfile
 import time
 from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +30,8 @@ import torch
 from torch import nn
 
 from mmdrfuse.data.io import (
+    MAX_PIXELS,
+    DepthRange,
     check_output_outside_inputs,
     check_same_size,
     image_size,
@@ -38,6 +42,7 @@ from mmdrfuse.data.io import (
 )
 from mmdrfuse.device import resolve_device
 from mmdrfuse.errors import DataError
+from mmdrfuse.files import atomic_directory, check_output_folder
 from mmdrfuse.fusion.networks import MODELS, load_model
 from mmdrfuse.fusion.scaling import SCALINGS, to_uint8
 
@@ -48,6 +53,9 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 # Pixels per network call: the teacher keeps ~300 float32 maps per pixel alive (1.2 KB), so
 # 2 Mpx is ~2.5 GB; the student's 6 maps allow far more.
 MAX_BATCH_PIXELS = {"teacher": 2 ** 21, "student": 2 ** 24}
+# The smallest side the reflection padding of each network accepts.
+MIN_SIDE = {"student": 2, "teacher": 3}
+COMMAND = "fuse"
 
 
 def default_weights(model: str) -> Path:
@@ -107,13 +115,18 @@ def _load_fast_student(net: nn.Module) -> Optional[Callable[[np.ndarray, np.ndar
     return compile_student(net, threads=1)
 
 
-def _check_pairs(pairs: Sequence[Tuple[str, Path, Path]]) -> Dict[str, Tuple[int, int]]:
-    """stem -> (height, width); a size mismatch or unreadable header is a DataError naming the files."""
+def _check_pairs(pairs: Sequence[Tuple[str, Path, Path]], min_side: int = 1) -> Dict[str, Tuple[int, int]]:
+    """stem -> (height, width); a size mismatch, an unreadable header, an image smaller than
+    ``min_side`` or larger than MAX_PIXELS is a DataError naming the file(s)."""
     sizes = {}
     for stem, ir_path, vi_path in pairs:
         (ir_w, ir_h), (vi_w, vi_h) = image_size(ir_path), image_size(vi_path)
         if (ir_w, ir_h) != (vi_w, vi_h):
             raise DataError(f"size mismatch: {ir_path} is {ir_w}x{ir_h} but {vi_path} is {vi_w}x{vi_h}")
+        if min(ir_w, ir_h) < min_side:
+            raise DataError(f"{ir_path} and {vi_path} are {ir_w}x{ir_h}: fusion needs at least {min_side}x{min_side} pixels")
+        if ir_w * ir_h > MAX_PIXELS:
+            raise DataError(f"image header claims {ir_w}x{ir_h} pixels, more than the {MAX_PIXELS} an image may have: {ir_path}")
         sizes[stem] = (ir_h, ir_w)
     return sizes
 
@@ -133,14 +146,15 @@ def _select_pairs(ir_dir: PathLike, vi_dir: PathLike, stems: Optional[Iterable[s
     return [by_stem[s] for s in wanted]
 
 
-def _read_pair(ir_path: Path, vi_path: Path, color: str) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+def _read_pair(ir_path: Path, vi_path: Path, color: str,
+               depth_range: DepthRange = "minmax") -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """(ir gray, vi gray or Y, vi YCrCb or None)."""
-    ir = read_gray(ir_path)
+    ir = read_gray(ir_path, depth_range)
     if color == "ycbcr":
-        ycrcb = cv2.cvtColor(read_color(vi_path), cv2.COLOR_BGR2YCrCb)
+        ycrcb = cv2.cvtColor(read_color(vi_path, depth_range), cv2.COLOR_BGR2YCrCb)
         vi = np.ascontiguousarray(ycrcb[..., 0])
     else:
-        ycrcb, vi = None, read_gray(vi_path)
+        ycrcb, vi = None, read_gray(vi_path, depth_range)
     check_same_size(ir, vi, ir_path, vi_path)
     return ir, vi, ycrcb
 
@@ -170,8 +184,8 @@ def fuse_folder(
     *,
     model: str,
     weights: Optional[PathLike] = None,
-    ir_dir: PathLike,
-    vi_dir: PathLike,
+    ir_dir: Optional[PathLike] = None,
+    vi_dir: Optional[PathLike] = None,
     out_dir: PathLike,
     device: str = "auto",
     scaling: str = "minmax",
@@ -181,8 +195,15 @@ def fuse_folder(
     progress: bool = True,
     engine: str = "auto",
     workers: Optional[int] = None,
+    pairs: Optional[Sequence[Tuple[str, PathLike, PathLike]]] = None,
+    overwrite: bool = True,
+    depth_range: DepthRange = "minmax",
 ) -> Dict[str, object]:
     """Fuse every pair of ``ir_dir`` / ``vi_dir`` (matched by stem, or the ids in ``stems``) into ``out_dir/<stem>.png``.
+
+    ``pairs``, a list of ``(stem, ir_path, vi_path)``, replaces the folders (pairs from several
+    folders into one output). Images deeper than 8 bits are mapped by ``depth_range``
+    (mmdrfuse.data.io). ``overwrite``: replace an earlier ``fuse`` output in ``out_dir``.
 
     Returns ``{"n", "seconds", "seconds_per_image", "wall_seconds", "device", "engine", "out_dir"}``
     where ``seconds`` is the network time only (no file I/O).
@@ -197,10 +218,22 @@ def fuse_folder(
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODELS)}")
     wall_start = time.perf_counter()
-    check_output_outside_inputs(out_dir, ir_dir, vi_dir)
-    pairs = _select_pairs(ir_dir, vi_dir, stems)
-    sizes = _check_pairs(pairs)
+    if pairs is None:
+        if ir_dir is None or vi_dir is None:
+            raise ValueError("fuse_folder needs ir_dir and vi_dir, or pairs")
+        input_dirs = [ir_dir, vi_dir]
+        pairs = _select_pairs(ir_dir, vi_dir, stems)
+    else:
+        pairs = [(str(stem), Path(ir), Path(vi)) for stem, ir, vi in pairs]
+        if not pairs:
+            raise DataError("no pairs to fuse")
+        input_dirs = sorted({str(path.parent) for _, ir, vi in pairs for path in (ir, vi)})
+    check_output_outside_inputs(out_dir, *input_dirs)
+    check_output_folder(out_dir, COMMAND, overwrite=overwrite)
+    sizes = _check_pairs(pairs, MIN_SIDE[model])
     paths = {stem: (ir, vi) for stem, ir, vi in pairs}
 
     torch_device = resolve_device(device)
@@ -215,19 +248,21 @@ def fuse_folder(
     engine_used = "fast" if fast is not None else "eager"
 
     out_dir = Path(out_dir)
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".fuse-partial-", dir=out_dir))
     batches = _batches([stem for stem, _, _ in pairs], sizes, batch, MAX_BATCH_PIXELS[model])
     workers = workers or max(2, min(8, os.cpu_count() or 2))
     network_seconds = 0.0
-    try:
+    settings = {
+        "model": model, "weights": _describe_weights(model, weights), "scaling": scaling, "color": color,
+        "depth_range": depth_range, "engine": engine_used, "inputs": [str(Path(d).resolve()) for d in input_dirs],
+        "images": len(pairs),
+    }
+    with atomic_directory(out_dir, command=COMMAND, settings=settings, overwrite=overwrite) as staging:
         with ThreadPoolExecutor(workers) as pool, tqdm(total=len(pairs), unit="img", disable=not progress, desc=f"fuse {model}") as bar:
             if fast is not None:
                 # The fast kernel releases the GIL: each worker reads, fuses and writes one pair,
                 # so decoding, fusing and encoding overlap on every core.
                 def fuse_one(stem: str) -> float:
-                    ir, vi, ycrcb = _read_pair(*paths[stem], color)
+                    ir, vi, ycrcb = _read_pair(*paths[stem], color, depth_range)
                     start = time.perf_counter()
                     fused = fast(ir, vi)
                     spent = time.perf_counter() - start
@@ -239,7 +274,7 @@ def fuse_folder(
                     bar.update(1)
             else:
                 def submit_reads(group: List[str]) -> List[Future]:
-                    return [pool.submit(_read_pair, *paths[stem], color) for stem in group]
+                    return [pool.submit(_read_pair, *paths[stem], color, depth_range) for stem in group]
 
                 prefetch: Deque[Tuple[List[str], List[Future]]] = deque()
                 upcoming = iter(batches)
@@ -264,14 +299,6 @@ def fuse_folder(
                     bar.update(len(group))
                 for future in writes:
                     future.result()
-        for stem, _, _ in pairs:
-            os.replace(staging / f"{stem}.png", out_dir / f"{stem}.png")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        raise
-    shutil.rmtree(staging, ignore_errors=True)
     n = len(pairs)
     return {
         "n": n,
@@ -282,6 +309,12 @@ def fuse_folder(
         "engine": engine_used,
         "out_dir": str(out_dir),
     }
+
+
+def _describe_weights(model: str, weights: Optional[PathLike]) -> Dict[str, object]:
+    """Path and SHA-256 of the weights file, for the output's manifest."""
+    path = Path(weights) if weights is not None else default_weights(model)
+    return {"path": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def _fuse_group(net: nn.Module, decoded: List[Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]]) -> List[np.ndarray]:

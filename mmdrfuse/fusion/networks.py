@@ -96,35 +96,80 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _file_kind(path: Path) -> str:
+    """What a file that torch cannot read looks like, for the error message."""
+    head = path.read_bytes()[:512]
+    if not head:
+        return "an empty file (0 bytes)"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive that is not a PyTorch checkpoint (or a damaged one)"
+    if head[:1] == b"\x80":
+        return "a pickle that is not a PyTorch state dict (or a truncated one)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"a binary file starting with {head[:8]!r}"
+    first = text.strip().splitlines()[0][:40] if text.strip() else ""
+    return f"a text file (starting {first!r})"
+
+
+EXPECTED = "a PyTorch state dict (the authors' student.model / teacher.model, or a .pth from 'mmdrfuse train')"
+
+
 def load_state_dict_file(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     """Read a released ``*.model`` file or a project checkpoint as a plain state dict.
 
     Accepts a bare state dict, or a dict holding one under ``state_dict`` / ``model``;
-    a ``module.`` prefix left by DataParallel is stripped.
+    a ``module.`` prefix left by DataParallel is stripped. A file torch cannot read, or one
+    holding NaN or infinite values, is a ValueError that says what the file is and what was expected.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"cannot read weights file {path}: {error}") from error
+    except Exception:  # noqa: BLE001 - torch's reasons ("101", "") say nothing; say what the file is
+        raise ValueError(f"cannot read weights file {path}: it is {_file_kind(path)}, expected {EXPECTED}") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if key in obj and isinstance(obj[key], dict):
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"weights file {path} does not hold a state dict")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+        raise ValueError(f"weights file {path} holds a {type(obj).__name__} that is not a state dict; expected {EXPECTED}")
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"weights file {path} holds NaN or infinite values (in {', '.join(bad[:3])}); "
+                         f"it cannot produce an image (a diverged training?)")
+    return state
 
 
 def load_model(name: str, weights: Union[str, Path]) -> nn.Module:
-    """Build ``name`` and load ``weights``; key or shape mismatches name the file."""
+    """Build ``name`` and load ``weights``; key or shape mismatches are one line naming the file
+    and, when the file fits the other network, which one it is."""
     model = build_model(name)
     state = load_state_dict_file(weights)
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ValueError(f"{weights} is not a {name} state dict: {error}") from error
+    except RuntimeError:
+        for other in MODELS:
+            if other != name and _fits(other, state):
+                raise ValueError(f"{weights} holds {other} weights, not {name} weights "
+                                 f"(pass --model {other}, or the {name}'s file)") from None
+        expected = build_model(name).state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        shapes = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
+        details = "; ".join(part for part in (
+            f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else "") if missing else "",
+            f"unexpected {', '.join(unexpected[:3])}" + (" ..." if len(unexpected) > 3 else "") if unexpected else "",
+            f"other shapes for {', '.join(sorted(shapes)[:3])}" if shapes else "",
+        ) if part)
+        raise ValueError(f"{weights} is not a {name} state dict ({details})") from None
     return model
+
+
+def _fits(name: str, state: Dict[str, torch.Tensor]) -> bool:
+    expected = build_model(name).state_dict()
+    return set(expected) == set(state) and all(expected[k].shape == state[k].shape for k in expected)

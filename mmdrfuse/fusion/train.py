@@ -228,7 +228,9 @@ def _open_patches(patches, vi_dir, limit):
 
         data = open_patches(patches, vi_dir=vi_dir)
     ir, vi = data.ir, data.vi
-    if limit:
+    if limit is not None:
+        if isinstance(limit, bool) or int(limit) != limit or limit < 1:
+            raise DataError(f"--limit must be a positive number of patches, got {limit!r}")
         ir, vi = ir[: int(limit)], vi[: int(limit)]
     if ir.ndim != 3 or ir.shape != vi.shape or ir.dtype != np.uint8 or vi.dtype != np.uint8:
         raise DataError(f"patches must be two uint8 (N, H, W) arrays of one shape, got {ir.shape} {ir.dtype} and {vi.shape} {vi.dtype}")
