@@ -1,7 +1,9 @@
 """The ``mmdrfuse`` console command: ``mmdrfuse COMMAND [SUBCOMMAND] [--option value ...]``.
 
-Each subpackage registers its own commands (``register(subparsers)`` in its ``cli`` module);
-heavy imports (torch, ultralytics) happen inside the command handlers so ``--help`` is quick.
+Each subpackage registers its own commands (``register(subparsers)`` in its ``cli`` module),
+whose options are derived from ``mmdrfuse/cfg/default.yaml`` (see mmdrfuse/config.py); every
+handler takes keyword arguments, one per key of its section. Heavy imports (torch,
+ultralytics) happen inside the handlers so ``--help`` is quick.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import sys
 from typing import List, Optional
 
 from mmdrfuse import __version__
-from mmdrfuse.config import apply_config, config_path, find_leaf_parser
+from mmdrfuse.config import apply_config, config_path, find_leaf_parser, run_command
 
 # Each module has register(subparsers); one module per area keeps ownership clear.
 COMMAND_MODULES = (
@@ -20,7 +22,7 @@ COMMAND_MODULES = (
     "mmdrfuse.fusion.cli",  # fuse, train teacher | student
     "mmdrfuse.metrics.cli",  # evaluate
     "mmdrfuse.fusion.bench",  # bench, export
-    "mmdrfuse.detection.cli",  # detect, pipeline, demo
+    "mmdrfuse.pipeline.cli",  # detect, pipeline, demo
 )
 
 
@@ -40,13 +42,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         config = config_path(argv)
         if config:
-            # Before parsing, so that the file can supply options that are otherwise required.
+            # Before parsing: the file's values become the defaults, which explicit flags override.
             apply_config(find_leaf_parser(parser, argv), config)
         args = parser.parse_args(argv)
-        if not hasattr(args, "func"):
+        if not hasattr(args, "_handler"):
             find_leaf_parser(parser, argv).print_help()
             return 2
-        return int(args.func(args) or 0)
+        return run_command(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -2,7 +2,6 @@
 tests that need it skip cleanly when it is absent, as in a user's clone."""
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -37,13 +36,3 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-def run_data_cli(argv):
-    """Run a data command the way ``mmdrfuse`` does, but let its DataError propagate to the test."""
-    from mmdrfuse.data import cli as data_cli
-
-    parser = argparse.ArgumentParser(prog="mmdrfuse")
-    data_cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)

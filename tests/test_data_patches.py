@@ -5,7 +5,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_data_cli, shared_path
+from conftest import shared_path
+from helpers import run_data_cli
 
 import mmdrfuse.data.patches as patches_module
 from mmdrfuse.data.io import read_gray, write_image_atomic

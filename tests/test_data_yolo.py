@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from conftest import run_data_cli, shared_path
+from conftest import shared_path
+from helpers import run_data_cli
 
 import mmdrfuse.data.yolo as yolo_module
 from mmdrfuse.data.llvip import Annotation, read_annotation

@@ -8,9 +8,9 @@ from mmdrfuse.cli import main
 from mmdrfuse.data.io import list_images
 from mmdrfuse.data.synthetic import generate
 from mmdrfuse.detection import yolo_offline
-from mmdrfuse.detection.compare import build_datasets
-from mmdrfuse.detection.detect import builtin_images, subset_manifest
 from mmdrfuse.errors import DataError
+from mmdrfuse.pipeline.compare import build_datasets
+from mmdrfuse.pipeline.detect import builtin_images, subset_manifest
 
 
 @pytest.fixture(scope="module")

@@ -94,28 +94,3 @@ def test_cli_without_command_lists_every_command(capsys):
     listed = capsys.readouterr().out
     for command in ("prepare", "validate", "fuse", "train", "evaluate", "bench", "export", "detect", "pipeline", "demo"):
         assert f"    {command} " in listed or f"    {command}\n" in listed, command
-
-
-def test_config_file_supplies_required_options_and_is_checked(tmp_path, capsys):
-    config = tmp_path / "c.yaml"
-    config.write_text("root: /nonexistent-llvip\nout: OUT\n")
-    assert main(["prepare", "patches", "--config", str(config)]) == 2
-    assert "/nonexistent-llvip" in capsys.readouterr().err  # got past argparse's required check
-    config.write_text("scaling: sqrt\n")
-    assert main(["fuse", "--config", str(config)]) == 2
-    assert "scaling must be one of" in capsys.readouterr().err
-
-
-def test_training_defaults_are_the_papers_recipe():
-    from mmdrfuse.config import defaults
-
-    teacher, student = defaults("train_teacher"), defaults("train_student")
-    assert (teacher["epochs"], teacher["batch"], teacher["lr"]) == (8, 36, 1e-4)
-    assert (student["epochs"], student["batch"], student["lr"]) == (10, 26, 1e-4)
-    weights = ("intensity_weight", "perception_weight", "gradient_weight")
-    assert tuple(teacher[k] for k in weights) == (2.0, 1.0, 0.1)
-    assert tuple(student[k] for k in weights) == (1.0, 2.0, 0.1)
-    assert student["distill"] == "digestible" and student["distill_weight"] == 5.0
-    assert teacher["refresh"] == student["refresh"] == "sample"
-    assert teacher["refresh_weight"] == student["refresh_weight"] == 10.0
-

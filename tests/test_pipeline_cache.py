@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from mmdrfuse.detection.pipeline import Run, check_config, merge
 from mmdrfuse.errors import DataError
+from mmdrfuse.pipeline.run import Run, check_config, merge
 
 
 def make_stage(calls, name):
@@ -93,7 +93,7 @@ def test_config_checks_and_merge():
 
 def test_missing_detector_weights_stop_the_pipeline_before_any_stage(tmp_path, monkeypatch):
     from mmdrfuse.detection import yolo_offline
-    from mmdrfuse.detection.pipeline import run_pipeline
+    from mmdrfuse.pipeline.run import run_pipeline
 
     monkeypatch.setattr(yolo_offline, "is_online", lambda: False)
     config = {"data": {"root": str(tmp_path / "LLVIP")}, "prepare": {"subset": {"train": 4, "val": 2}},
@@ -106,7 +106,7 @@ def test_missing_detector_weights_stop_the_pipeline_before_any_stage(tmp_path, m
 def test_dataset_fingerprint_ignores_rebuild_times_and_label_caches(tmp_path):
     import os
 
-    from mmdrfuse.detection.compare import folder_fingerprint
+    from mmdrfuse.pipeline.compare import folder_fingerprint
 
     (tmp_path / "labels").mkdir()
     (tmp_path / "images").mkdir()

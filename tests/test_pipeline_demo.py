@@ -8,8 +8,8 @@ import pytest
 
 from mmdrfuse.cli import main
 from mmdrfuse.config import defaults
-from mmdrfuse.detection.demo import demo_config
-from mmdrfuse.detection.pipeline import STAGES, load_config
+from mmdrfuse.pipeline.demo import demo_config
+from mmdrfuse.pipeline.run import STAGES, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = {"map50_95", "map50", "precision", "recall", "map50_95_coco", "map50_coco", "fusion_ms_per_image", "train_seconds"}

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from mmdrfuse.data.llvip import check_root
-from mmdrfuse.detection.compare import build_datasets, fingerprint, report, train_methods
 from mmdrfuse.detection.methods import NETWORK_METHODS, make_method_images, parse_builtins, parse_method, subset_pairs
 from mmdrfuse.errors import DataError
 from mmdrfuse.files import write_text_atomic
+from mmdrfuse.pipeline.compare import build_datasets, fingerprint, report, train_methods
 
 
 def subset_manifest(root: Path, out: Path, *, train: int, val: int, seed: int) -> Path:
@@ -56,17 +56,14 @@ def builtin_images(
     return milliseconds
 
 
-def run_detect(args) -> int:
+def run_detect(*, root, out, method, builtin, model, weights, epochs, batch, optimizer, imgsz, device, seed, train, val,
+               workers, student_weights, teacher_weights, quiet) -> int:
     from mmdrfuse.detection.yolo_offline import resolve_weights
 
-    # Not argparse-required, so that a --config file can supply them too.
-    missing = [f"--{name}" for name in ("root", "out") if not getattr(args, name)]
-    if missing:
-        raise DataError(f"detect needs {' and '.join(missing)} (on the command line or in the --config file)")
-    root = check_root(args.root)
-    out = Path(args.out)
-    user_methods = dict(parse_method(text) for text in args.method or [])
-    builtins = parse_builtins(args.builtin)
+    root = check_root(root)
+    out = Path(out)
+    user_methods = dict(parse_method(text) for text in method or [])
+    builtins = parse_builtins(builtin)
     clash = sorted(set(user_methods) & set(builtins))
     if clash:
         raise DataError(f"method name(s) given both as --method and --builtin: {', '.join(clash)}")
@@ -74,7 +71,7 @@ def run_detect(args) -> int:
         raise DataError("no method to compare: give --method NAME=DIR and/or --builtin NAMES")
     network_weights = {}
     for kind in NETWORK_METHODS:
-        given = getattr(args, f"{kind}_weights")
+        given = {"student": student_weights, "teacher": teacher_weights}[kind]
         if kind in builtins:
             if not given:
                 raise DataError(f"built-in method {kind!r} needs --{kind}-weights PATH (no {kind} weights ship yet)")
@@ -82,26 +79,26 @@ def run_detect(args) -> int:
                 raise DataError(f"--{kind}-weights file does not exist: {given}")
             network_weights[kind] = Path(given)
     # Before any work: a missing detector checkpoint on an offline machine must fail now, not after fusing.
-    weights = resolve_weights(args.weights)
-    allow_download = weights is not None and not Path(weights).is_file()
+    start_weights = resolve_weights(weights)
+    allow_download = start_weights is not None and not Path(start_weights).is_file()
 
-    manifest_path = subset_manifest(root, out, train=args.train, val=args.val, seed=args.seed)
+    manifest_path = subset_manifest(root, out, train=train, val=val, seed=seed)
     manifest = json.loads(manifest_path.read_text())
     images: Dict[str, Path] = {}
     fusion_ms: Dict[str, Optional[float]] = {}
     for name in builtins:
         fusion_ms[name] = builtin_images(name, root, manifest, out / "images", weights=network_weights.get(name),
-                                         device=args.device, progress=not args.quiet)
+                                         device=device, progress=not quiet)
         images[name] = out / "images" / name
     for name, folder in user_methods.items():
         images[name], fusion_ms[name] = folder, None
-    log = (lambda *a, **k: None) if args.quiet else print
-    datasets = build_datasets(root, images, manifest_path, out / "datasets", progress=not args.quiet, log=log)
-    protocol = {"model": args.model, "weights": weights, "epochs": args.epochs, "batch": args.batch,
-                "optimizer": args.optimizer, "imgsz": args.imgsz, "seed": args.seed}
-    results = train_methods(datasets, out, protocol, device=args.device, workers=args.workers,
-                            allow_download=allow_download, quiet=args.quiet, log=log)
-    paths = report(out, results, fusion_ms, {**protocol, "device": args.device}, root=root, datasets=datasets,
+    log = (lambda *a, **k: None) if quiet else print
+    datasets = build_datasets(root, images, manifest_path, out / "datasets", progress=not quiet, log=log)
+    protocol = {"model": model, "weights": start_weights, "epochs": epochs, "batch": batch,
+                "optimizer": optimizer, "imgsz": imgsz, "seed": seed}
+    results = train_methods(datasets, out, protocol, device=device, workers=workers,
+                            allow_download=allow_download, quiet=quiet, log=log)
+    paths = report(out, results, fusion_ms, {**protocol, "device": device}, root=root, datasets=datasets,
                    detector_dir=out, manifest=manifest)
     print(f"report: {paths['markdown']}")
     return 0

@@ -19,13 +19,14 @@ from typing import Callable, Dict, List, Optional
 import yaml
 
 from mmdrfuse import __version__
-from mmdrfuse.detection.compare import build_datasets, fingerprint, report, train_methods
 from mmdrfuse.detection.methods import make_method_images, parse_builtins, subset_pairs
 from mmdrfuse.errors import DataError
 from mmdrfuse.files import atomic_directory, write_text_atomic
+from mmdrfuse.pipeline.compare import build_datasets, fingerprint, report, train_methods
 
 STAGES = ("synthetic", "prepare", "teacher", "student", "fuse", "datasets", "warmstart", "detect", "report")
 DONE = "DONE"
+DEFAULT_OUT = "runs/pipeline"  # when neither --out nor the config's out is given
 
 
 def load_config(path: Path) -> Dict:
