@@ -183,10 +183,11 @@ def defaults(section: str) -> Dict[str, Any]:
     return {key: option.default for key, option in schema(section).items() if not option.cli}
 
 
-def check_settings(section: str, values: Mapping[str, Any], source: str, *, extra: Mapping[str, Option] = None) -> Dict:
-    """``values`` (keys with dashes or underscores) checked against ``section``'s schema (and
-    ``extra`` options); DataError naming ``source`` on an unknown key or a value of the wrong type."""
-    options = {**schema(section), **(extra or {})}
+def check_settings(section: str, values: Mapping[str, Any], source: str, *,
+                   options: Optional[Mapping[str, Option]] = None) -> Dict:
+    """``values`` (keys with dashes or underscores) checked against the options of ``section``
+    (or ``options``); DataError naming ``source`` on an unknown key or a value of the wrong type."""
+    options = schema(section) if options is None else options
     checked = {}
     for raw_key, value in values.items():
         key = str(raw_key).replace("-", "_")

@@ -117,3 +117,36 @@ def test_explicit_flag_overrides_the_config_file(tmp_path):
     apply_config(find_leaf_parser(parser, argv), str(config))
     args = parser.parse_args(argv)
     assert (args.epochs, args.batch, args.lr) == (5, 4, 1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# config files are checked against the schema's types (issue 14, item 5): one line naming the file
+
+
+@pytest.mark.parametrize("command, text, message", [
+    (["fuse"], "batch: [1, 2]\n", "batch must be an integer, got [1, 2]"),
+    (["prepare", "patches"], "size: 32.5\n", "size must be an integer, got 32.5"),
+    (["prepare", "patches"], "pairs: null\n", "pairs must be an integer, got None"),
+    (["evaluate"], "metrics: 5\n", "metrics must be a string, got 5"),
+    (["train", "teacher"], "epochs: 1.5\n", "epochs must be an integer, got 1.5"),
+    (["train", "teacher"], "epochs: one\n", "epochs must be an integer, got 'one'"),
+    (["train", "teacher"], "amp: 1\n", "amp must be true or false, got 1"),
+    (["detect"], "method: x=y\n", "method must be a list of strings"),
+    (["train", "teacher"], "a: [x\n", "not valid YAML at line 2"),
+    (["train", "teacher"], "- epochs\n", "must hold a mapping"),
+    (["train", "teacher"], "epoch: 3\n", "unknown option 'epoch'"),
+])
+def test_config_values_of_the_wrong_type_are_one_line_errors(tmp_path, capsys, command, text, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    assert main([*command, "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(config) in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_optional_values_take_null_and_numbers_take_ints(tmp_path):
+    from mmdrfuse.config import check_settings
+
+    assert check_settings("train_teacher", {"max-steps": None, "lr": 1, "limit": 5}, "c.yaml") == \
+        {"max_steps": None, "lr": 1, "limit": 5}
+    assert check_settings("detect", {"device": 0}, "c.yaml") == {"device": 0}  # ultralytics' GPU index
