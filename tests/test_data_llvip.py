@@ -11,14 +11,13 @@ from helpers import run_data_cli
 
 from mmdrfuse.data.io import image_size
 from mmdrfuse.data.llvip import list_pairs, read_annotation, read_pair, validate
-from mmdrfuse.data.synthetic import generate
 from mmdrfuse.errors import DataError
 
 
 @pytest.fixture
-def llvip(tmp_path):
-    """A small SYNTHETIC LLVIP-like folder (4 train + 2 test pairs, 160x128)."""
-    return generate(tmp_path / "llvip", train=4, test=2, size=(160, 128), seed=3, progress=False)
+def llvip(make_llvip):
+    """A small SYNTHETIC LLVIP-like folder (4 train + 2 test pairs, 160x128), fresh for each test."""
+    return make_llvip(train=4, test=2, size=(160, 128), seed=3)
 
 
 def test_list_pairs_and_annotations_match_the_generator(llvip):

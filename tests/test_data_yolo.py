@@ -19,9 +19,9 @@ from mmdrfuse.errors import DataError
 
 
 @pytest.fixture(scope="module")
-def llvip(tmp_path_factory):
+def llvip(make_shared_llvip):
     """SYNTHETIC LLVIP-like folder: 8 train + 4 test pairs of 160x128."""
-    return generate(tmp_path_factory.mktemp("data") / "llvip", train=8, test=4, size=(160, 128), seed=2, progress=False)
+    return make_shared_llvip(train=8, test=4, size=(160, 128), seed=2)
 
 
 def _read_labels(out):
