@@ -15,11 +15,11 @@ from typing import Dict, Mapping
 
 from mmdrfuse.config import Option, check_settings, defaults, read_yaml_mapping, schema
 from mmdrfuse.detection.methods import parse_builtins
+from mmdrfuse.detection.yolo_train import PROTOCOL_KEYS
 from mmdrfuse.errors import DataError
 
 SECTIONS = ("out", "device", "workers", "data", "prepare", "teacher", "student", "fuse", "warm_start", "detect")
 NETWORKS = ("teacher", "student")
-PROTOCOL = ("model", "weights", "epochs", "batch", "optimizer", "imgsz", "seed")  # detect settings of the detector runs
 SUBSET = ("train", "val", "seed")
 
 
@@ -134,9 +134,9 @@ def check_config(config: Mapping, source: str = "config") -> Dict:
             raise DataError(f"{source}: warm_start.epochs is missing")
         checked["warm_start"] = {"synthetic": synthetic, **rest, **({"ultralytics": ultralytics} if ultralytics else {})}
 
-    detect = _settings("detect", _mapping(config, "detect", source, required=True), f"{source}: detect", PROTOCOL,
+    detect = _settings("detect", _mapping(config, "detect", source, required=True), f"{source}: detect", PROTOCOL_KEYS,
                        DETECT_EXTRA)
-    checked["detect"] = {**{k: defaults("detect")[k] for k in PROTOCOL}, **detect}
+    checked["detect"] = {**{k: v for k, v in defaults("detect").items() if k in PROTOCOL_KEYS}, **detect}
     return checked
 
 
