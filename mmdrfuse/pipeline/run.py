@@ -64,8 +64,49 @@ def run_pipeline(config: Mapping, out: Path, *, methods: Optional[Mapping[str, P
                          progress=progress, log=log)
     manifest = json.loads(Path(prepared["manifest"]).read_text())
 
+    weights, weights_key = _network_weights(run, config, to_train, prepared, device=device, progress=progress, log=log)
+    images, fusion_ms, image_key = _method_images(run, config, methods, root, manifest, weights, weights_key,
+                                                  device=device, progress=progress)
+
+    datasets: Dict[str, str] = {}
+    for name, folder in images.items():
+        built = run.stage("datasets", stages.build_dataset, item=name, settings={},
+                          depends=["prepare"] + image_key[name]["depends"], inputs=image_key[name]["inputs"],
+                          name=name, root=root, images=folder, manifest=prepared["manifest"], progress=progress, log=log)
+        datasets[name] = built["data_yaml"]
+
+    protocol, detect_depends, detect_inputs = _detector_protocol(run, config, start_weights, device=device,
+                                                                 workers=workers, progress=progress, log=log)
+
+    results: Dict[str, Dict] = {}
+    detectors: Dict[str, str] = {}
+    for index, (name, data_yaml) in enumerate(datasets.items(), start=1):
+        log(f"[{index}/{len(datasets)}] {name}")
+        detected = run.stage("detect", stages.detect_method, item=name, settings={"protocol": protocol, "device": device},
+                             depends=[f"datasets/{name}"] + detect_depends, inputs=detect_inputs, name=name,
+                             data_yaml=data_yaml, protocol=protocol, device=device, workers=workers,
+                             allow_download=allow_download, progress=progress, log=log)
+        results[name], detectors[name] = detected["result"], detected["detector"]
+
+    reported = run.stage("report", stages.make_report, settings={"device": device},
+                         depends=[f"detect/{name}" for name in datasets] + [f"fuse/{n}" for n in config["fuse"]["methods"]],
+                         results=results, fusion_ms=fusion_ms, protocol={**protocol, "device": device}, root=root,
+                         datasets=datasets, detectors=detectors, manifest=manifest)
+    report_folder = Path(reported["report"])
+    # The latest report, where a user looks first, replaced as a whole.
+    with atomic_directory(run.out / "report") as staging:
+        for file in report_folder.iterdir():
+            if file.name != DONE:
+                shutil.copy2(file, staging / file.name)
+    return {"report": str(run.out / "report"), "ran": run.ran, "keys": run.keys}
+
+
+def _network_weights(run: Run, config: Mapping, to_train, prepared: Mapping, *, device, progress: bool,
+                     log: Callable):
+    """``{kind: weights path}`` of the fusion networks (given, or trained by a stage), and how each
+    enters the keys of the stages that use it: the training stage's key, or the given file's content."""
     weights: Dict[str, Optional[str]] = {}
-    weights_key: Dict[str, Dict] = {}  # how each network's weights enter the keys of the stages that use them
+    weights_key: Dict[str, Dict] = {}
     for kind in NETWORK_METHODS:
         given = weights_path(config, kind)
         if given is not None:
@@ -83,7 +124,13 @@ def run_pipeline(config: Mapping, out: Path, *, methods: Optional[Mapping[str, P
                             teacher=teacher, device=device, progress=progress, log=log)
         weights[kind] = trained["weights"]
         weights_key[kind] = {"depends": [kind], "inputs": {}}
+    return weights, weights_key
 
+
+def _method_images(run: Run, config: Mapping, methods: Mapping[str, Path], root: Path, manifest: Mapping,
+                   weights: Mapping, weights_key: Mapping, *, device, progress: bool):
+    """The image folder of every method (built-in ones fused by a stage each, the user's as they
+    are), their fusion times, and how each enters its dataset's key."""
     images: Dict[str, str] = {}
     fusion_ms: Dict[str, Optional[float]] = {}
     image_key: Dict[str, Dict] = {}
@@ -100,47 +147,19 @@ def run_pipeline(config: Mapping, out: Path, *, methods: Optional[Mapping[str, P
     for name, folder in methods.items():
         images[name], fusion_ms[name] = str(folder), None
         image_key[name] = {"depends": [], "inputs": {"images": Path(folder)}}
+    return images, fusion_ms, image_key
 
-    datasets: Dict[str, str] = {}
-    for name, folder in images.items():
-        built = run.stage("datasets", stages.build_dataset, item=name, settings={},
-                          depends=["prepare"] + image_key[name]["depends"], inputs=image_key[name]["inputs"],
-                          name=name, root=root, images=folder, manifest=prepared["manifest"], progress=progress, log=log)
-        datasets[name] = built["data_yaml"]
 
+def _detector_protocol(run: Run, config: Mapping, start_weights, *, device, workers: int, progress: bool,
+                       log: Callable):
+    """The settings of every method's detector run: from the warm-start detector (trained by its
+    stage) when the config has one, else from the resolved starting weights (by content)."""
     protocol = dict(config["detect"])
-    detect_depends = []
     if config.get("warm_start"):
-        warm = run.stage("warmstart", stages.warm_start, settings={"warm_start": config["warm_start"], "detect": protocol,
-                                                                    "device": device},
+        warm = run.stage("warmstart", stages.warm_start,
+                         settings={"warm_start": config["warm_start"], "detect": protocol, "device": device},
                          warm=config["warm_start"], protocol=protocol, device=device, workers=workers, progress=progress,
                          log=log)
-        protocol = {**protocol, "weights": warm["weights"], "warm_start": config["warm_start"]}
-        detect_depends.append("warmstart")
-        detect_inputs = {}
-    else:
-        protocol["weights"] = start_weights
-        detect_inputs = {"detector_weights": Path(start_weights) if start_weights and Path(start_weights).is_file() else None}
-
-    results: Dict[str, Dict] = {}
-    detectors: Dict[str, str] = {}
-    for index, (name, data_yaml) in enumerate(datasets.items(), start=1):
-        log(f"[{index}/{len(datasets)}] {name}")
-        detected = run.stage("detect", stages.detect_method, item=name, settings={"protocol": protocol, "device": device},
-                             depends=[f"datasets/{name}"] + detect_depends, inputs=detect_inputs, name=name,
-                             data_yaml=data_yaml, protocol=protocol, device=device, workers=workers,
-                             allow_download=allow_download, progress=progress, log=log)
-        results[name] = detected["result"]
-        detectors[name] = str(Path(run.out) / f"detect-{name}-{run.keys[f'detect/{name}']}")
-
-    reported = run.stage("report", stages.make_report, settings={"device": device},
-                         depends=[f"detect/{name}" for name in datasets] + [f"fuse/{n}" for n in fuse["methods"]],
-                         results=results, fusion_ms=fusion_ms, protocol={**protocol, "device": device}, root=root,
-                         datasets=datasets, detectors=detectors, manifest=manifest)
-    report_folder = Path(reported["report"])
-    # The latest report, where a user looks first, replaced as a whole.
-    with atomic_directory(run.out / "report") as staging:
-        for file in report_folder.iterdir():
-            if file.name != DONE:
-                shutil.copy2(file, staging / file.name)
-    return {"report": str(run.out / "report"), "ran": run.ran, "keys": run.keys}
+        return {**protocol, "weights": warm["weights"], "warm_start": config["warm_start"]}, ["warmstart"], {}
+    local = Path(start_weights) if start_weights and Path(start_weights).is_file() else None
+    return {**protocol, "weights": start_weights}, [], {"detector_weights": local}

@@ -116,7 +116,7 @@ def detect_method(folder: Path, *, name: str, data_yaml: str, protocol: Mapping,
         device=device, workers=workers, allow_download=allow_download, quiet=not progress,
     )
     log(f"    {name}: mAP@.5:.95 {result['map50_95']:.3f} (pycocotools {result['map50_95_coco']:.3f}), mAP@.5 {result['map50']:.3f}")
-    return {"result": result}
+    return {"result": result, "detector": str(folder)}
 
 
 def example_columns(root: Path, datasets: Mapping[str, str], detectors: Mapping[str, str], manifest: Mapping) -> Dict:
