@@ -1,7 +1,9 @@
 """The ``mmdrfuse`` console command: ``mmdrfuse COMMAND [SUBCOMMAND] [--option value ...]``.
 
-Each subpackage registers its own commands (``register(subparsers)`` in its ``cli`` module);
-heavy imports (torch, ultralytics) happen inside the command handlers so ``--help`` is quick.
+Each subpackage registers its own commands (``register(subparsers)`` in its ``cli`` module),
+whose options are derived from ``mmdrfuse/cfg/default.yaml`` (see mmdrfuse/config.py); every
+handler takes keyword arguments, one per key of its section. Heavy imports (torch,
+ultralytics) happen inside the handlers so ``--help`` is quick.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import threading
 from typing import List, Optional
 
 from mmdrfuse import __version__
-from mmdrfuse.config import apply_config, config_path, find_leaf_parser
+from mmdrfuse.config import apply_config, config_path, find_leaf_parser, run_command
 from mmdrfuse.errors import Terminated
 
 # Each module has register(subparsers); one module per area keeps ownership clear.
@@ -22,8 +24,9 @@ COMMAND_MODULES = (
     "mmdrfuse.data.cli",  # prepare patches | yolo | synthetic, validate
     "mmdrfuse.fusion.cli",  # fuse, train teacher | student
     "mmdrfuse.metrics.cli",  # evaluate
-    "mmdrfuse.fusion.bench",  # bench, export
-    "mmdrfuse.detection.cli",  # detect, pipeline, demo
+    "mmdrfuse.fusion.bench",  # bench
+    "mmdrfuse.fusion.export",  # export
+    "mmdrfuse.pipeline.cli",  # detect, pipeline, demo
 )
 
 
@@ -59,13 +62,13 @@ def _run(argv: List[str]) -> int:
     try:
         config = config_path(argv)
         if config:
-            # Before parsing, so that the file can supply options that are otherwise required.
+            # Before parsing: the file's values become the defaults, which explicit flags override.
             apply_config(find_leaf_parser(parser, argv), config)
         args = parser.parse_args(argv)
-        if not hasattr(args, "func"):
+        if not hasattr(args, "_handler"):
             find_leaf_parser(parser, argv).print_help()
             return 2
-        return int(args.func(args) or 0)
+        return run_command(args)
     except KeyboardInterrupt as interrupt:
         terminated = isinstance(interrupt, Terminated)
         print("terminated" if terminated else "interrupted", file=sys.stderr)

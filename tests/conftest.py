@@ -2,7 +2,6 @@
 tests that need it skip cleanly when it is absent, as in a user's clone."""
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -39,11 +38,49 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-def run_data_cli(argv):
-    """Run a data command the way ``mmdrfuse`` does, but let its DataError propagate to the test."""
-    from mmdrfuse.data import cli as data_cli
+def _make_llvip(base: Path, *, train: int = 4, test: int = 2, size=(160, 128), seed: int = 0, **scene) -> Path:
+    from mmdrfuse.data.synthetic import generate
 
-    parser = argparse.ArgumentParser(prog="mmdrfuse")
-    data_cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    folder = base / f"llvip-{train}-{test}-{size[0]}x{size[1]}-{seed}"
+    return generate(folder, train=train, test=test, size=size, seed=seed, progress=False, **scene)
+
+
+@pytest.fixture
+def make_llvip(tmp_path_factory):
+    """``make_llvip(train=4, test=2, size=(160, 128), seed=0, **scene) -> root``: a fresh SYNTHETIC
+    LLVIP-like folder (real layout and VOC XML), for tests that modify it."""
+    base = tmp_path_factory.mktemp("llvip")
+    return lambda **options: _make_llvip(base, **options)
+
+
+@pytest.fixture(scope="module")
+def make_shared_llvip(tmp_path_factory):
+    """``make_llvip`` for a whole test module: the same arguments give the same folder, made once.
+    Tests must not modify it."""
+    base = tmp_path_factory.mktemp("llvip-shared")
+    made = {}
+
+    def make(**options):
+        key = repr(sorted(options.items()))
+        if key not in made:
+            made[key] = _make_llvip(base, **options)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture
+def random_weights(tmp_path_factory):
+    """``random_weights(kind="student", seed=0, path=None) -> path``: a state dict of a randomly
+    initialised network, saved as a checkpoint ``mmdrfuse fuse --weights`` reads."""
+    base = tmp_path_factory.mktemp("weights")
+
+    def make(kind: str = "student", seed: int = 0, path=None) -> Path:
+        from mmdrfuse.fusion.networks import build_model
+
+        torch.manual_seed(seed)
+        path = Path(path) if path is not None else base / f"{kind}-{seed}.pth"
+        torch.save(build_model(kind).state_dict(), path)
+        return path
+
+    return make

@@ -1,25 +1,23 @@
 """LLVIP reader and validator: pairs, annotations, and the bad inputs a user brings."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import cv2
 import numpy as np
 import pytest
 from conftest import shared_path
+from helpers import run_data_cli
 
-import mmdrfuse.data.cli as data_cli
 from mmdrfuse.data.io import image_size
 from mmdrfuse.data.llvip import list_pairs, read_annotation, read_pair, validate
-from mmdrfuse.data.synthetic import generate
 from mmdrfuse.errors import DataError
 
 
 @pytest.fixture
-def llvip(tmp_path):
-    """A small SYNTHETIC LLVIP-like folder (4 train + 2 test pairs, 160x128)."""
-    return generate(tmp_path / "llvip", train=4, test=2, size=(160, 128), seed=3, progress=False)
+def llvip(make_llvip):
+    """A small SYNTHETIC LLVIP-like folder (4 train + 2 test pairs, 160x128), fresh for each test."""
+    return make_llvip(train=4, test=2, size=(160, 128), seed=3)
 
 
 def test_list_pairs_and_annotations_match_the_generator(llvip):
@@ -143,22 +141,15 @@ def test_image_size_of_corrupt_file_names_it(tmp_path):
 
 
 def test_validate_command_reports_and_exits_nonzero_on_problems(llvip, tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="mmdrfuse")
-    data_cli.register(parser.add_subparsers(dest="command"))
-
-    def run(argv):
-        args = parser.parse_args(argv)
-        return args.func(args)
-
-    assert run(["validate", "--root", str(llvip), "--quiet"]) == 0
+    assert run_data_cli(["validate", "--root", str(llvip), "--quiet"]) == 0
     (llvip / "infrared" / "test" / "190001.jpg").unlink()
     report = tmp_path / "report.json"
-    assert run(["validate", "--root", str(llvip), "--quiet", "--json", str(report)]) == 1
+    assert run_data_cli(["validate", "--root", str(llvip), "--quiet", "--json", str(report)]) == 1
     assert "190001.jpg: no infrared partner" in capsys.readouterr().out
     data = json.loads(report.read_text())
     assert data["checked"] == 5 and data["ok"] == 5 and data["problems"][0]["file"].endswith("190001.jpg")
     with pytest.raises(DataError, match="190001.jpg"):
-        run(["validate", "--root", str(llvip), "--strict", "--quiet"])
+        run_data_cli(["validate", "--root", str(llvip), "--strict", "--quiet"])
 
 
 def test_unreadable_image_is_reported_with_its_name(llvip):

@@ -5,7 +5,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_data_cli, shared_path
+from conftest import shared_path
+from helpers import run_data_cli
 
 import mmdrfuse.data.patches as patches_module
 from mmdrfuse.data.io import read_gray, write_image_atomic
@@ -17,14 +18,13 @@ from mmdrfuse.data.patches import (
     patch_grid,
     prepare_patches,
 )
-from mmdrfuse.data.synthetic import generate
 from mmdrfuse.errors import DataError
 
 
 @pytest.fixture(scope="module")
-def llvip(tmp_path_factory):
+def llvip(make_shared_llvip):
     """SYNTHETIC LLVIP-like pairs of 200x136: a 64-pixel grid of 3 x 2 patches each."""
-    return generate(tmp_path_factory.mktemp("data") / "llvip", train=5, test=1, size=(200, 136), seed=1, progress=False)
+    return make_shared_llvip(train=5, test=1, size=(200, 136), seed=1)
 
 
 def test_grid_of_the_paper_recipe():

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from conftest import run_data_cli, shared_path
+from conftest import shared_path
+from helpers import run_data_cli
 
 import mmdrfuse.data.yolo as yolo_module
 from mmdrfuse.data.llvip import Annotation, read_annotation
@@ -18,9 +19,9 @@ from mmdrfuse.errors import DataError
 
 
 @pytest.fixture(scope="module")
-def llvip(tmp_path_factory):
+def llvip(make_shared_llvip):
     """SYNTHETIC LLVIP-like folder: 8 train + 4 test pairs of 160x128."""
-    return generate(tmp_path_factory.mktemp("data") / "llvip", train=8, test=4, size=(160, 128), seed=2, progress=False)
+    return make_shared_llvip(train=8, test=4, size=(160, 128), seed=2)
 
 
 def _read_labels(out):

@@ -6,39 +6,35 @@ import pytest
 
 from mmdrfuse.cli import main
 from mmdrfuse.data.io import list_images
-from mmdrfuse.data.synthetic import generate
 from mmdrfuse.detection import yolo_offline
-from mmdrfuse.detection.compare import build_datasets
-from mmdrfuse.detection.detect import builtin_images, subset_manifest
 from mmdrfuse.errors import DataError
+from mmdrfuse.pipeline import stages
 
 
-@pytest.fixture(scope="module")
-def llvip(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("syn") / "llvip", train=8, test=4, size=(96, 80), progress=False)
+@pytest.fixture
+def llvip(make_shared_llvip):
+    return make_shared_llvip(train=8, test=4, size=(96, 80))
 
 
 def test_same_ids_for_every_method(llvip, tmp_path):
-    manifest_path = subset_manifest(llvip, tmp_path, train=5, val=3, seed=1)
-    manifest = json.loads(manifest_path.read_text())
+    manifest_path = stages.prepare(tmp_path / "prepare", root=llvip, patches=None, subset={"train": 5, "val": 3, "seed": 1},
+                                   progress=False, log=lambda *a: None)["manifest"]
+    manifest = json.loads(Path(manifest_path).read_text())
     assert len(manifest["train"]) == 5 and len(manifest["val"]) == 3
-    folders = {}
+    datasets = {}
     for name in ("infrared", "max", "laplacian"):
-        ms = builtin_images(name, llvip, manifest, tmp_path / "images", weights=None, device="cpu", progress=False)
-        assert (ms is None) == (name == "infrared")
-        folders[name] = tmp_path / "images" / name
-        assert sorted(list_images(folders[name])) == sorted(manifest["train"] + manifest["val"])
-    datasets = build_datasets(llvip, folders, manifest_path, tmp_path / "datasets", progress=False, log=lambda *a: None)
+        fused = stages.fuse_method(tmp_path / name, name=name, root=llvip, ids=manifest["train"] + manifest["val"],
+                                   weights=None, device="cpu", scaling="minmax", batch=8, progress=False)
+        assert (fused["fusion_ms_per_image"] is None) == (name == "infrared")
+        assert sorted(list_images(fused["images"])) == sorted(manifest["train"] + manifest["val"])
+        datasets[name] = stages.build_dataset(tmp_path / f"dataset-{name}", name=name, root=llvip, images=fused["images"],
+                                              manifest=manifest_path, progress=False, log=lambda *a: None)["data_yaml"]
     for split in ("train", "val"):
         ids = {name: sorted(list_images(Path(d).parent / "images" / split)) for name, d in datasets.items()}
         assert all(v == sorted(manifest[split]) for v in ids.values()), ids
         labels = {name: [(Path(d).parent / "labels" / split / f"{i}.txt").read_text() for i in manifest[split]]
                   for name, d in datasets.items()}
         assert labels["infrared"] == labels["max"] == labels["laplacian"]
-    # The manifest is drawn once: asking again with the same request keeps the file as it is.
-    before = manifest_path.stat().st_mtime_ns
-    assert subset_manifest(llvip, tmp_path, train=5, val=3, seed=1) == manifest_path
-    assert manifest_path.stat().st_mtime_ns == before
 
 
 def test_weights_resolution(tmp_path, monkeypatch):

@@ -1,38 +1,39 @@
-"""Stage caching of the pipeline: done stages are skipped, changed settings rerun, interrupted
-stages continue, and --from forces a stage and those after it."""
+"""The one caching scheme (mmdrfuse.pipeline.cache): done stages are skipped, changed settings
+rerun, interrupted stages continue, --from forces a stage and those after it, content digests
+are memoised by (path, size, mtime_ns)."""
 import json
+import os
 
 import pytest
 
-from mmdrfuse.detection.pipeline import Run, check_config, merge
 from mmdrfuse.errors import DataError
+from mmdrfuse.pipeline.cache import ContentHashes, Run
+from mmdrfuse.pipeline.run import STAGES
 
 
-def make_stage(calls, name):
-    def body(folder):
-        calls.append(name)
-        (folder / "output.txt").write_text(name)
-        return {"file": str(folder / "output.txt")}
-    return body
+def write_output(folder, *, calls, name):
+    calls.append(name)
+    (folder / "output.txt").write_text(name)
+    return {"file": str(folder / "output.txt")}
 
 
-def run_two(out, calls, *, first=None, second=None, force_from=None):
-    run = Run(out, force_from, log=lambda *a: None)
-    run.stage("prepare", first or {"pairs": 4}, [], make_stage(calls, "prepare"))
-    run.stage("fuse", second or {"methods": ["max"]}, ["prepare"], make_stage(calls, "fuse"))
+def run_two(out, calls, *, first=None, second=None, force_from=None, inputs=None):
+    run = Run(out, STAGES, force_from, log=lambda *a: None)
+    run.stage("prepare", write_output, settings=first or {"pairs": 4}, inputs=inputs, calls=calls, name="prepare")
+    run.stage("fuse", write_output, item="max", settings=second or {"methods": ["max"]}, depends=["prepare"],
+              calls=calls, name="fuse")
     return run
 
 
 def test_done_stage_is_skipped(tmp_path):
     calls = []
     first = run_two(tmp_path, calls)
-    assert calls == ["prepare", "fuse"] and first.ran == ["prepare", "fuse"]
-    for name in ("prepare", "fuse"):
-        folder = tmp_path / f"{name}-{first.keys[name]}"
-        assert json.loads((folder / "DONE").read_text())["file"] == str(folder / "output.txt")
+    assert calls == ["prepare", "fuse"] and first.ran == ["prepare", "fuse/max"]
+    folder = tmp_path / f"fuse-max-{first.keys['fuse/max']}"
+    assert json.loads((folder / "DONE").read_text())["file"] == str(folder / "output.txt")
     again = run_two(tmp_path, calls)
     assert calls == ["prepare", "fuse"] and again.ran == []
-    assert again.outputs["fuse"]["file"] == first.outputs["fuse"]["file"]
+    assert again.outputs["fuse/max"]["file"] == first.outputs["fuse/max"]["file"]
 
 
 def test_changed_setting_reruns_that_stage_and_those_after(tmp_path):
@@ -41,11 +42,28 @@ def test_changed_setting_reruns_that_stage_and_those_after(tmp_path):
     calls.clear()
     second = run_two(tmp_path, calls, second={"methods": ["max", "average"]})
     assert calls == ["fuse"]
-    assert second.keys["prepare"] == first.keys["prepare"] and second.keys["fuse"] != first.keys["fuse"]
+    assert second.keys["prepare"] == first.keys["prepare"] and second.keys["fuse/max"] != first.keys["fuse/max"]
     calls.clear()
     third = run_two(tmp_path, calls, first={"pairs": 8})
     assert calls == ["prepare", "fuse"]  # an upstream change changes the downstream key
-    assert third.keys["fuse"] not in (first.keys["fuse"], second.keys["fuse"])
+    assert third.keys["fuse/max"] not in (first.keys["fuse/max"], second.keys["fuse/max"])
+
+
+def test_changed_input_content_reruns_and_the_versions_enter_the_key(tmp_path, monkeypatch):
+    from mmdrfuse.pipeline import cache
+
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"abcd")
+    calls = []
+    first = run_two(tmp_path / "run", calls, inputs={"data": data})
+    data.write_bytes(b"abce")  # same size, same path
+    calls.clear()
+    assert run_two(tmp_path / "run", calls, inputs={"data": data}).keys["prepare"] != first.keys["prepare"]
+    assert calls == ["prepare", "fuse"]
+    calls.clear()
+    monkeypatch.setattr(cache, "versions", lambda: {"mmdrfuse": "0", "ultralytics": "x", "torch": "y"})
+    run_two(tmp_path / "run", calls, inputs={"data": data})
+    assert calls == ["prepare", "fuse"]  # another ultralytics or torch: nothing reused
 
 
 def test_interrupted_stage_runs_again_and_finished_ones_do_not(tmp_path):
@@ -55,13 +73,13 @@ def test_interrupted_stage_runs_again_and_finished_ones_do_not(tmp_path):
         (folder / "half.txt").write_text("partial")
         raise KeyboardInterrupt
 
-    run = Run(tmp_path, log=lambda *a: None)
-    run.stage("prepare", {"pairs": 4}, [], make_stage(calls, "prepare"))
+    run = Run(tmp_path, STAGES, log=lambda *a: None)
+    run.stage("prepare", write_output, settings={"pairs": 4}, calls=calls, name="prepare")
     with pytest.raises(KeyboardInterrupt):
-        run.stage("fuse", {"methods": ["max"]}, ["prepare"], crash)
-    assert not (tmp_path / f"fuse-{run.keys['fuse']}" / "DONE").exists()
+        run.stage("fuse", crash, item="max", settings={"methods": ["max"]}, depends=["prepare"])
+    assert not (tmp_path / f"fuse-max-{run.keys['fuse/max']}" / "DONE").exists()
     resumed = run_two(tmp_path, calls)
-    assert calls == ["prepare", "fuse"] and resumed.ran == ["fuse"]
+    assert calls == ["prepare", "fuse"] and resumed.ran == ["fuse/max"]
 
 
 def test_from_forces_the_stage_and_later_ones(tmp_path):
@@ -69,52 +87,32 @@ def test_from_forces_the_stage_and_later_ones(tmp_path):
     run_two(tmp_path, calls)
     calls.clear()
     forced = run_two(tmp_path, calls, force_from="fuse")
-    assert calls == ["fuse"] and forced.ran == ["fuse"]
+    assert calls == ["fuse"] and forced.ran == ["fuse/max"]
     calls.clear()
     run_two(tmp_path, calls, force_from="prepare")
     assert calls == ["prepare", "fuse"]
     with pytest.raises(DataError, match="--from"):
-        Run(tmp_path, "nonsense")
+        Run(tmp_path, STAGES, "nonsense")
 
 
-def test_config_checks_and_merge():
-    base = {"data": {"root": "LLVIP"}, "prepare": {"subset": {"train": 10, "val": 2}}, "fuse": {"methods": ["max"]}, "detect": {"epochs": 3}}
-    assert check_config(base) is base
-    with pytest.raises(DataError, match="unknown section"):
-        check_config({**base, "detcet": {}})
-    with pytest.raises(DataError, match="exactly one"):
-        check_config({**base, "data": {"root": "x", "synthetic": {"train": 1}}})
-    with pytest.raises(DataError, match="unknown built-in"):
-        check_config({**base, "fuse": {"methods": ["median"]}})
-    merged = merge(base, {"prepare": {"subset": {"val": 5}}, "detect": {"epochs": 1}})
-    assert merged["prepare"]["subset"] == {"train": 10, "val": 5} and merged["detect"]["epochs"] == 1
-    assert base["prepare"]["subset"]["val"] == 2  # the base is not modified
+def test_method_names_must_be_plain(tmp_path):
+    run = Run(tmp_path / "run", STAGES, log=lambda *a: None)
+    for name in ("../../victim", "a/b", ".hidden", ""):
+        with pytest.raises(DataError, match="plain name"):
+            run.stage("detect", write_output, item=name, settings={}, calls=[], name=name)
+    assert not (tmp_path / "victim").exists()
 
 
-def test_missing_detector_weights_stop_the_pipeline_before_any_stage(tmp_path, monkeypatch):
-    from mmdrfuse.detection import yolo_offline
-    from mmdrfuse.detection.pipeline import run_pipeline
-
-    monkeypatch.setattr(yolo_offline, "is_online", lambda: False)
-    config = {"data": {"root": str(tmp_path / "LLVIP")}, "prepare": {"subset": {"train": 4, "val": 2}},
-              "fuse": {"methods": ["max"]}, "detect": {"model": "yolov5n.yaml", "weights": "yolov5x-not-here.pt"}}
-    with pytest.raises(DataError, match="--weights none"):
-        run_pipeline(config, tmp_path / "run", log=lambda *a: None)
-    assert not (tmp_path / "run").exists()
-
-
-def test_dataset_fingerprint_ignores_rebuild_times_and_label_caches(tmp_path):
-    import os
-
-    from mmdrfuse.detection.compare import folder_fingerprint
-
-    (tmp_path / "labels").mkdir()
-    (tmp_path / "images").mkdir()
-    (tmp_path / "labels" / "1.txt").write_text("0 0.5 0.5 0.1 0.2\n")
-    (tmp_path / "images" / "1.png").write_bytes(b"\x89PNG" + bytes(100))
-    before = folder_fingerprint(tmp_path)
-    os.utime(tmp_path / "labels" / "1.txt", ns=(1, 1))  # a rebuild writes the same files anew
-    (tmp_path / "labels" / "train.cache").write_bytes(b"ultralytics")
-    assert folder_fingerprint(tmp_path) == before
-    (tmp_path / "labels" / "1.txt").write_text("0 0.5 0.5 0.1 0.3\n")
-    assert folder_fingerprint(tmp_path) != before
+def test_digests_are_memoised_by_size_and_mtime(tmp_path):
+    image = tmp_path / "a.bmp"
+    image.write_bytes(bytes(100))
+    hashes = ContentHashes(tmp_path / "hashes.json")
+    first = hashes.file(image)
+    hashes.save()
+    stat = image.stat()
+    image.write_bytes(bytes(99) + b"\x01")  # new content, then the old size and mtime put back
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = ContentHashes(tmp_path / "hashes.json")
+    assert again.file(image) == first  # read from the memo: the file was not read again
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert again.file(image) != first

@@ -32,6 +32,7 @@ from mmdrfuse.data.io import (
     check_same_size,
     image_size,
     match_pairs,
+    parse_depth_range,
     read_checked,
     read_gray,
     write_image_staged,
@@ -111,6 +112,7 @@ def prepare_patches(
     this command and ``overwrite`` (else DataError). Returns ``out``.
     """
     out = Path(out)
+    depth_range = parse_depth_range(depth_range)
     check_output_outside_inputs(out, root)
     check_output_folder(out, COMMAND, overwrite=overwrite)
     report = validate(root, split, strict=strict, annotations=False)

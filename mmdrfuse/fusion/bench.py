@@ -31,7 +31,7 @@ import time
 import warnings
 from typing import Callable, Dict, Optional, Tuple
 
-from mmdrfuse.config import add_command, defaults
+from mmdrfuse.config import add_command
 from mmdrfuse.data.io import parse_size as parse_image_size
 from mmdrfuse.native import cpu_description
 
@@ -39,38 +39,9 @@ MODEL_NAMES = ("student", "teacher")
 
 
 def register(subparsers) -> None:
-    """Add ``bench`` and (from :mod:`mmdrfuse.fusion.export`) ``export`` to the top-level parser."""
-    D = defaults("bench")
-    bench = add_command(subparsers, "bench", help="Table 3: parameters, size, MACs and latency of student and teacher")
-    bench.add_argument("--device", choices=("cpu", "cuda"), default=D["device"])
-    bench.add_argument("--size", default=D["size"], help="frame WIDTHxHEIGHT (default %(default)s, LLVIP)")
-    bench.add_argument("--repeats", type=int, default=D["repeats"], help="timed runs per student path (median)")
-    bench.add_argument(
-        "--teacher-repeats", type=int, default=D["teacher_repeats"],
-        help="timed runs per teacher path on the CPU (seconds each at 1280x1024)",
-    )
-    bench.add_argument("--warmup", type=int, default=D["warmup"], help="untimed runs before timing each path")
-    bench.add_argument("--models", default=D["models"], help="comma-separated: student,teacher")
-    bench.add_argument(
-        "--backend", default=D["backend"], choices=("auto", "native", "torch", "triton", "half"),
-        help="student fast path: auto|native|torch on CPU, auto|triton|half on CUDA",
-    )
-    bench.add_argument(
-        "--teacher-compile", action=argparse.BooleanOptionalAction, default=D["teacher_compile"],
-        help="also torch.compile the teacher's fast path (falls back to uncompiled if compiling fails)",
-    )
-    bench.add_argument("--threads", type=int, default=D["threads"], help="CPU threads (default: all cores)")
-    bench.add_argument("--seed", type=int, default=D["seed"])
-    bench.add_argument("--ir", metavar="DIR", help="with --vi: also time the student on these real pairs (CPU)")
-    bench.add_argument("--vi", metavar="DIR", help="visible images, matched to --ir by file stem")
-    bench.add_argument("--json", metavar="FILE", help="write the results as JSON")
-    bench.add_argument("--markdown", metavar="FILE", help="write the table as markdown")
-    bench.set_defaults(func=run_bench)
-
-    # Imported here, not at the top: export takes MODEL_NAMES from this module.
-    from mmdrfuse.fusion import export
-
-    export.register(subparsers)
+    """Add ``bench`` (options: that section of mmdrfuse/cfg/default.yaml)."""
+    add_command(subparsers, "bench", section="bench", handler=run_bench,
+                help="Table 3: parameters, size, MACs and latency of student and teacher")
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -313,13 +284,14 @@ def markdown_table(results: Dict[str, object], width: int, height: int) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
-def run_bench(args: argparse.Namespace) -> int:
+def run_bench(**options) -> int:
     import torch
 
     from mmdrfuse.files import write_text_atomic
     from mmdrfuse.fusion.fast_student import available_cores
     from mmdrfuse.fusion.networks import build_model, count_parameters
 
+    args = argparse.Namespace(**options)  # the timing helpers read the settings as attributes
     width, height = parse_size(args.size)
     names = [n.strip() for n in str(args.models).split(",") if n.strip()]
     unknown = sorted(set(names) - set(MODEL_NAMES))

@@ -14,25 +14,16 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-from mmdrfuse.config import add_command, defaults
-from mmdrfuse.fusion.bench import MODEL_NAMES
+from mmdrfuse.config import add_command
 
 
 def register(subparsers) -> None:
-    """Add ``export`` to the top-level parser."""
-    E = defaults("export")
-    export = add_command(
-        subparsers, "export",
+    """Add ``export`` (options: that section of mmdrfuse/cfg/default.yaml)."""
+    add_command(
+        subparsers, "export", section="export", handler=run_export,
         help="export a network to ONNX: input 'images' (N, 2, H, W) = cat(ir, vis) in [0, 1], "
         "output 'fused' (N, 1, H, W) raw Tanh; N, H, W dynamic",
     )
-    export.add_argument("--model", choices=MODEL_NAMES, default=E["model"])
-    export.add_argument("--weights", default=E["weights"], help="released .model file or project checkpoint (required)")
-    export.add_argument("--random-init", action="store_true", help="export random weights (seed 0) instead")
-    export.add_argument("--format", choices=("onnx",), default=E["format"])
-    export.add_argument("--out", required=True, help="output file (.onnx)")
-    export.add_argument("--opset", type=int, default=E["opset"])
-    export.set_defaults(func=run_export)
 
 
 def export_module(model):
@@ -120,11 +111,12 @@ def check_onnx(model, path: Path, sizes=((37, 29), (64, 48), (3, 5))) -> float:
     return worst
 
 
-def run_export(args: argparse.Namespace) -> int:
+def run_export(**options) -> int:
     import torch
 
     from mmdrfuse.fusion.networks import build_model, load_model
 
+    args = argparse.Namespace(**options)
     if args.weights:
         model = load_model(args.model, args.weights).eval()
     elif args.random_init:

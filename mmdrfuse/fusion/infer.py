@@ -36,6 +36,7 @@ from mmdrfuse.data.io import (
     check_same_size,
     image_size,
     match_pairs,
+    parse_depth_range,
     read_color,
     read_gray,
     write_image_staged,
@@ -210,6 +211,7 @@ def fuse_folder(
     """
     from tqdm import tqdm
 
+    depth_range = parse_depth_range(depth_range)
     if scaling not in SCALINGS:
         raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
     if color not in COLORS:

@@ -1,41 +1,24 @@
 """Commands of mmdrfuse.metrics.cli (see mmdrfuse/cli.py): ``mmdrfuse evaluate``."""
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Dict
 
-from mmdrfuse.config import add_command, defaults
+from mmdrfuse.config import add_command
+from mmdrfuse.errors import DataError
 
 
 def register(subparsers) -> None:
-    """Add this module's commands to the top-level parser."""
-    d = defaults("evaluate")
-    parser = add_command(
+    """Add ``evaluate`` (options: the ``evaluate`` section of mmdrfuse/cfg/default.yaml)."""
+    add_command(
         subparsers,
         "evaluate",
+        section="evaluate",
+        handler=run_evaluate,
         help="score fused images against their infrared (A) and visible (B) sources",
         epilog="Pairs are matched by file stem; every image is read as gray (BGR2GRAY) on the 0..255 scale. "
         "Metrics: SD SCD VIF Qabf SSIM CC (the paper's table) and EN SF AG MI MSE PSNR.",
     )
-    fused = parser.add_mutually_exclusive_group(required=True)
-    fused.add_argument("--fused", metavar="DIR", help="folder of fused images of one method")
-    fused.add_argument(
-        "--method", metavar="NAME=DIR", action="append", help="a method and its fused folder; repeat for a comparison table"
-    )
-    parser.add_argument("--ir", metavar="DIR", required=True, help="infrared (A) source folder")
-    parser.add_argument("--vi", metavar="DIR", required=True, help="visible (B) source folder")
-    parser.add_argument("--metrics", default=d["metrics"], help="comma-separated metric names, 'paper' or 'all' (default: %(default)s)")
-    parser.add_argument("--json", metavar="FILE", help="write means and per-image values as JSON")
-    parser.add_argument("--csv", metavar="FILE", help="write one row per image (and method) as CSV")
-    parser.add_argument("--markdown", metavar="FILE", help="write a markdown table")
-    parser.add_argument("--device", default=d["device"], choices=("cpu", "cuda", "auto"), help="(default: %(default)s)")
-    parser.add_argument("--batch", type=int, default=d["batch"], help="images per batch on CUDA (default: %(default)s)")
-    parser.add_argument(
-        "--allow-missing", action="store_true", help="skip (and count) images without partners or of another size"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run_evaluate)
 
 
 def _parse_methods(specs) -> Dict[str, str]:
@@ -50,37 +33,37 @@ def _parse_methods(specs) -> Dict[str, str]:
     return methods
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
+def run_evaluate(*, fused, method, ir, vi, metrics, json, csv, markdown, device, batch, allow_missing, no_progress) -> int:
     from mmdrfuse.files import write_text_atomic
     from mmdrfuse.metrics import report
     from mmdrfuse.metrics.evaluate import evaluate_folders, parse_metrics
 
-    metrics = parse_metrics(args.metrics)
-    if args.batch < 1:
-        raise ValueError(f"--batch must be at least 1, got {args.batch}")
-    options = dict(
-        metrics=metrics, allow_missing=args.allow_missing, progress=not args.no_progress, device=args.device, batch_size=args.batch
-    )
-    if args.method:
-        methods = _parse_methods(args.method)
-        results = {name: evaluate_folders(folder, args.ir, args.vi, **options) for name, folder in methods.items()}
+    if bool(fused) == bool(method):
+        raise DataError("give --fused DIR (one method) or --method NAME=DIR (repeatable), not both")
+    names = parse_metrics(metrics)
+    if batch < 1:
+        raise ValueError(f"--batch must be at least 1, got {batch}")
+    options = dict(metrics=names, allow_missing=allow_missing, progress=not no_progress, device=device, batch_size=batch)
+    if method:
+        methods = _parse_methods(method)
+        results = {name: evaluate_folders(folder, ir, vi, **options) for name, folder in methods.items()}
         payload = {"methods": results}
-        markdown = report.methods_markdown(results, metrics)
+        table = report.methods_markdown(results, names)
     else:
-        result = evaluate_folders(args.fused, args.ir, args.vi, **options)
+        result = evaluate_folders(fused, ir, vi, **options)
         results = {"fused": result}
         payload = result
-        markdown = report.per_image_markdown(result, metrics)
+        table = report.per_image_markdown(result, names)
     for name, result in results.items():
         if result["skipped"]:
             print(f"{name}: skipped {len(result['skipped'])} image(s) (--allow-missing):", file=sys.stderr)
             for message in result["skipped"]:
                 print(f"  {message}", file=sys.stderr)
-    print(report.terminal_table(results, metrics))
-    if args.json:
-        write_text_atomic(args.json, report.to_json(payload))
-    if args.csv:
-        write_text_atomic(args.csv, report.per_image_csv(results, metrics))
-    if args.markdown:
-        write_text_atomic(args.markdown, markdown)
+    print(report.terminal_table(results, names))
+    if json:
+        write_text_atomic(json, report.to_json(payload))
+    if csv:
+        write_text_atomic(csv, report.per_image_csv(results, names))
+    if markdown:
+        write_text_atomic(markdown, table)
     return 0

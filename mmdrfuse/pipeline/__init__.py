@@ -1,0 +1,1 @@
+"""Orchestration: the fuse-then-detect pipeline, ``detect`` (the pipeline without its training stages) and the demo."""
