@@ -116,6 +116,9 @@ def test_training_defaults_are_the_papers_recipe():
     assert tuple(teacher[k] for k in weights) == (2.0, 1.0, 0.1)
     assert tuple(student[k] for k in weights) == (1.0, 2.0, 0.1)
     assert student["distill"] == "digestible" and student["distill_weight"] == 5.0
-    assert teacher["refresh"] == student["refresh"] == "sample"
+    assert teacher["recipe"] == student["recipe"] == "paper"
+    from mmdrfuse.fusion.recipes import training_config
+
+    assert training_config("teacher", {})["refresh"] == training_config("student", {})["refresh"] == "sample"
     assert teacher["refresh_weight"] == student["refresh_weight"] == 10.0
 

@@ -86,21 +86,27 @@ def _add_train_command(subparsers, kind: str) -> None:
     parser.add_argument("--intensity-weight", type=float, default=D["intensity_weight"])
     parser.add_argument("--perception-weight", type=float, default=D["perception_weight"])
     parser.add_argument("--gradient-weight", type=float, default=D["gradient_weight"])
+    parser.add_argument("--recipe", choices=("paper", "release"), default=D["recipe"],
+                        help="paper: per-sample refresh and distillation norm, bf16 VGG on CUDA; release: the released "
+                             "code's batch rules, fp32, teacher patch order shuffled once (explicit options win)")
     parser.add_argument("--refresh", choices=("sample", "batch", "off"), default=D["refresh"],
-                        help="dynamic refresh: per-sample decisions, the released code's batch-mean rule, or off")
+                        help="dynamic refresh: per-sample decisions, the released code's batch-mean rule, or off (default: the recipe's)")
     parser.add_argument("--refresh-weight", type=float, default=D["refresh_weight"], help="gap multiplier (10 in the released code)")
     if kind == "student":
         parser.add_argument("--distill", choices=("digestible", "plain", "off"), default=D["distill"],
                             help="digestible: feature + output taps; plain: output only; off: none")
         parser.add_argument("--distill-weight", type=float, default=D["distill_weight"])
         parser.add_argument("--distill-norm", choices=("sample", "batch"), default=D["distill_norm"],
-                            help="normalise each sample's attention map (paper) or the whole batch (released code)")
+                            help="normalise each sample's attention map (paper) or the whole batch (released code); default: the recipe's")
     parser.add_argument("--perceptual", choices=("vgg19", "vgg19-random"), default=D["perceptual"],
                         help="vgg19: ImageNet weights (torchvision cache or --vgg-weights); vgg19-random: offline, fixed seed")
     parser.add_argument("--vgg-weights", default=D["vgg_weights"], help="path of vgg19-dcbb9e9d.pth")
     parser.add_argument("--seed", type=int, default=D["seed"])
     parser.add_argument("--device", default=D["device"], help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=D["amp"], help="bf16 autocast for the VGG-19 on CUDA")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=D["amp"],
+                        help="bf16 autocast for the content loss's VGG-19 on CUDA (default: the recipe's)")
+    parser.add_argument("--shuffle", choices=("epoch", "once"), default=D["shuffle"],
+                        help="epoch: a new patch order every epoch; once: one order for all (default: the recipe's)")
     parser.add_argument("--checkpoint-every", type=int, default=D["checkpoint_every"], help="also save the resume state every N steps")
     parser.add_argument("--max-steps", type=_none_or_int, help="stop after N steps in all (resumable)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from last_state.pt")

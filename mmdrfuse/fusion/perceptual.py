@@ -17,6 +17,7 @@ so the deep taps would barely count; ``fan_in`` keeps every tap at a similar sca
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 from pathlib import Path
@@ -74,6 +75,43 @@ class VGG19Taps(nn.Module):
             if index in TAP_LAYERS:
                 outputs.append(x)
         return outputs
+
+
+@contextlib.contextmanager
+def exact_fp32(device_type: str):
+    """Run the block in plain fp32: autocast off and, on CUDA, no TF32 in convolutions and matmuls.
+
+    For quantities that are small differences of large ones (the refresh losses compare taps of an
+    output with those of a nearly identical bank image): bf16 keeps 8 mantissa bits and TF32 10,
+    so a 1e-2 pixel difference is of the order of their rounding.
+    """
+    saved = _tf32_state()
+    _set_tf32_state({key: "ieee" if key in _NEW_TF32 else False for key in saved})
+    try:
+        with torch.autocast(device_type, enabled=False):
+            yield
+    finally:
+        _set_tf32_state(saved)
+
+
+_NEW_TF32 = ("cudnn.conv.fp32_precision", "cuda.matmul.fp32_precision")  # PyTorch >= 2.9
+_OLD_TF32 = ("cudnn.allow_tf32", "cuda.matmul.allow_tf32")
+
+
+def _tf32_settings():
+    backends = torch.backends
+    if hasattr(backends.cudnn, "conv") and hasattr(backends.cudnn.conv, "fp32_precision"):
+        return {_NEW_TF32[0]: backends.cudnn.conv, _NEW_TF32[1]: backends.cuda.matmul}
+    return {_OLD_TF32[0]: backends.cudnn, _OLD_TF32[1]: backends.cuda.matmul}
+
+
+def _tf32_state():
+    return {key: getattr(owner, key.rsplit(".", 1)[1]) for key, owner in _tf32_settings().items()}
+
+
+def _set_tf32_state(state) -> None:
+    for key, owner in _tf32_settings().items():
+        setattr(owner, key.rsplit(".", 1)[1], state[key])
 
 
 def _vgg19_features() -> nn.Sequential:
