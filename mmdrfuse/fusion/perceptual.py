@@ -85,33 +85,16 @@ def exact_fp32(device_type: str):
     output with those of a nearly identical bank image): bf16 keeps 8 mantissa bits and TF32 10,
     so a 1e-2 pixel difference is of the order of their rounding.
     """
-    saved = _tf32_state()
-    _set_tf32_state({key: "ieee" if key in _NEW_TF32 else False for key in saved})
+    # The legacy flags: reading them fails once the newer per-operator API (PyTorch >= 2.9) has
+    # been used with mixed values, while setting them keeps both APIs consistent.
+    backends = torch.backends
+    saved = backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32
+    backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = False
     try:
         with torch.autocast(device_type, enabled=False):
             yield
     finally:
-        _set_tf32_state(saved)
-
-
-_NEW_TF32 = ("cudnn.conv.fp32_precision", "cuda.matmul.fp32_precision")  # PyTorch >= 2.9
-_OLD_TF32 = ("cudnn.allow_tf32", "cuda.matmul.allow_tf32")
-
-
-def _tf32_settings():
-    backends = torch.backends
-    if hasattr(backends.cudnn, "conv") and hasattr(backends.cudnn.conv, "fp32_precision"):
-        return {_NEW_TF32[0]: backends.cudnn.conv, _NEW_TF32[1]: backends.cuda.matmul}
-    return {_OLD_TF32[0]: backends.cudnn, _OLD_TF32[1]: backends.cuda.matmul}
-
-
-def _tf32_state():
-    return {key: getattr(owner, key.rsplit(".", 1)[1]) for key, owner in _tf32_settings().items()}
-
-
-def _set_tf32_state(state) -> None:
-    for key, owner in _tf32_settings().items():
-        setattr(owner, key.rsplit(".", 1)[1], state[key])
+        backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = saved
 
 
 def _vgg19_features() -> nn.Sequential:
