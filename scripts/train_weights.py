@@ -234,6 +234,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--recipes", default="paper,release", help="comma-separated, of: " + ", ".join(RECIPES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vgg-weights", help="ImageNet VGG-19 file (default: torchvision's cache, if there)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU intra-op threads (default: torch's; 1 with --toy: on a small shared CPU more oversubscribe it)")
     args = parser.parse_args(argv)
     try:
         return run(args, argv if argv is not None else sys.argv[1:])
@@ -248,6 +250,9 @@ def run(args, argv: List[str]) -> int:
     if unknown or not recipes:
         raise ValueError(f"--recipes takes some of {', '.join(RECIPES)}, got {args.recipes!r}")
     plan = TOY if args.toy else FULL
+    threads = args.threads if args.threads is not None else (1 if args.toy else 0)
+    if threads:
+        torch.set_num_threads(threads)
     device = args.device or ("cpu" if args.toy else "auto")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
