@@ -20,7 +20,6 @@ Outputs in ``out_dir``: ``<kind>.pth`` + ``.json`` (final), ``checkpoints/<kind>
 """
 from __future__ import annotations
 
-import hashlib
 import signal
 import threading
 import time
@@ -28,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -48,33 +46,9 @@ from mmdrfuse.fusion.networks import build_model, load_model
 from mmdrfuse.fusion.perceptual import VGG19Taps, build_perceptual, exact_fp32
 from mmdrfuse.fusion.recipes import KINDS, epoch_order, training_config
 from mmdrfuse.fusion.refresh import HistoryBank, RefreshOutcome, refresh_step
+from mmdrfuse.fusion.train_data import PatchFeeder, open_training_patches, patches_fingerprint
 
 __all__ = ["KINDS", "RESUME_FILE", "Trainer", "build_trainer", "train_model", "training_config"]
-MIN_PATCH = 16  # relu5_4 sits after four 2x poolings
-
-
-class PatchFeeder:
-    """Batches of (ir, vi) float32 (B, 1, H, W) in [0, 1] on ``device`` from uint8 (N, H, W) arrays.
-
-    On CUDA the uint8 arrays are copied to the GPU once (0.5 GB at paper scale); on the CPU
-    they stay as given (possibly memory-mapped) and only each batch is read.
-    """
-
-    def __init__(self, ir: np.ndarray, vi: np.ndarray, device: torch.device) -> None:
-        self.device = device
-        if device.type == "cuda":
-            self.ir = torch.from_numpy(np.ascontiguousarray(ir)).to(device)
-            self.vi = torch.from_numpy(np.ascontiguousarray(vi)).to(device)
-        else:
-            self.ir, self.vi = ir, vi
-
-    def __call__(self, indices: np.ndarray):
-        if isinstance(self.ir, torch.Tensor):
-            index = torch.from_numpy(indices).to(self.device)
-            ir, vi = self.ir[index], self.vi[index]
-        else:
-            ir, vi = torch.from_numpy(np.asarray(self.ir[indices])), torch.from_numpy(np.asarray(self.vi[indices]))
-        return ir[:, None].float().div_(255.0), vi[:, None].float().div_(255.0)
 
 
 @dataclass
@@ -209,30 +183,6 @@ def build_trainer(
     )
 
 
-def _open_patches(patches, vi_dir, limit):
-    if hasattr(patches, "ir") and hasattr(patches, "vi"):
-        data = patches
-    else:
-        from mmdrfuse.data.patches import open_patches
-
-        data = open_patches(patches, vi_dir=vi_dir)
-    ir, vi = data.ir, data.vi
-    if limit:
-        ir, vi = ir[: int(limit)], vi[: int(limit)]
-    if ir.ndim != 3 or ir.shape != vi.shape or ir.dtype != np.uint8 or vi.dtype != np.uint8:
-        raise DataError(f"patches must be two uint8 (N, H, W) arrays of one shape, got {ir.shape} {ir.dtype} and {vi.shape} {vi.dtype}")
-    if min(ir.shape[1:]) < MIN_PATCH:
-        raise DataError(f"patches of {ir.shape[2]}x{ir.shape[1]} are too small: VGG-19 relu5_4 needs at least {MIN_PATCH}x{MIN_PATCH}")
-    names = list(getattr(data, "names", []))[: len(ir)]
-    return ir, vi, names
-
-
-def _data_fingerprint(ir: np.ndarray, names: List[str]) -> str:
-    digest = hashlib.sha1(repr((ir.shape, names[:1000])).encode())
-    digest.update(np.ascontiguousarray(ir[: min(len(ir), 64)]).tobytes())
-    return digest.hexdigest()[:16]
-
-
 def _bank_device(device: torch.device, nbytes: int) -> torch.device:
     """The training device when the bank takes under a quarter of its free memory, else the host."""
     if device.type == "cuda":
@@ -357,7 +307,7 @@ def train_model(
         raise ValueError(f"{out_dir} already holds a training run; pass --resume to continue it or choose another --out")
     if kind == "student" and teacher_weights is None and cfg["distill"] != "off":
         raise ValueError("training the student needs the trained teacher: pass --teacher FILE")
-    ir, vi, names = _open_patches(patches, vi_dir, cfg["limit"])
+    ir, vi, names = open_training_patches(patches, vi_dir, cfg["limit"])
     count, height, width = ir.shape
     batch = int(cfg["batch"])
     steps_per_epoch = count // batch
@@ -374,7 +324,7 @@ def train_model(
         "vi_dir": str(vi_dir) if vi_dir else None,
         "count": count,
         "size": [height, width],
-        "fingerprint": _data_fingerprint(ir, names),
+        "fingerprint": patches_fingerprint(ir, names),
     }
     metadata = {
         "kind": kind,
