@@ -21,8 +21,11 @@ needs ultralytics, pycocotools, polars or SciPy). Nothing is downloaded.
   them, 2 epochs of batch 4, ``vgg19-random``).
 
 A non-empty ``DIR`` must be an earlier output of this script with the same settings: finished
-stages are kept, an interrupted one resumes from its ``last_state.pt``. A finished stage's resume
-state and per-epoch checkpoints (which this script created) are removed to keep ``DIR`` small.
+stages are kept, an interrupted one resumes from its ``last_state.pt`` (saved after each epoch),
+and recipes trained by earlier calls stay in ``summary.json`` and ``commands.txt``, so the
+recipes can also be trained one per call (``--recipes paper``, then ``--recipes release``). A
+finished stage's resume state and per-epoch checkpoints (which this script created) are removed
+to keep ``DIR`` small.
 """
 from __future__ import annotations
 
@@ -263,8 +266,10 @@ def run(args, argv: List[str]) -> int:
                 "llvip": str(llvip.resolve())}  # fmt: skip
     check_out_dir(out, settings)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / MARKER, json.dumps({"format": FORMAT, "settings": settings}, indent=2) + "\n")
     command = shlex.join(["PYTHONPATH=$PWD", "python3", "scripts/train_weights.py", *argv]).replace("'PYTHONPATH=$PWD'", "PYTHONPATH=$PWD")
+    runs = json.loads((out / MARKER).read_text(encoding="utf-8")).get("runs", []) if (out / MARKER).is_file() else []
+    runs.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {command}")
+    write_text_atomic(out / MARKER, json.dumps({"format": FORMAT, "settings": settings, "runs": runs}, indent=2) + "\n")
     env = environment(device)
     if "exact_fp32_check" in env:
         check = env["exact_fp32_check"]
@@ -283,10 +288,11 @@ def run(args, argv: List[str]) -> int:
 
     options = {"perceptual": backbone["perceptual"], "vgg_weights": backbone["vgg_weights"], "seed": args.seed,
                "device": device, "limit": plan["limit"]}  # fmt: skip
-    commands = [f"# {time.strftime('%Y-%m-%d %H:%M:%S')}: this run", command, ""]
-    summary: Dict[str, Any] = {"format": FORMAT, "toy": args.toy, "command": command, "environment": env,
+    # Recipes trained by earlier runs into this folder (e.g. one recipe per call) stay in the summary.
+    earlier = json.loads((out / "summary.json").read_text(encoding="utf-8")) if (out / "summary.json").is_file() else {}
+    summary: Dict[str, Any] = {"format": FORMAT, "toy": args.toy, "command": command, "runs": runs, "environment": env,
                                "backbone": backbone, "patches": {k: manifest[k] for k in ("count", "shape", "sha256")},
-                               "prepare_seconds": prepare_seconds, "recipes": {}}  # fmt: skip
+                               "prepare_seconds": prepare_seconds, "recipes": earlier.get("recipes", {})}  # fmt: skip
     for recipe in recipes:
         folder = out / recipe
         stages = {}
@@ -297,13 +303,16 @@ def run(args, argv: List[str]) -> int:
             log(f"{recipe} {kind}: {stages[kind]['steps']} steps in {stages[kind]['seconds'] or 0:.1f} s, "
                 f"final total loss {stages[kind]['final_losses'].get('total', float('nan')):.4g} -> {stages[kind]['weights']}")
         equivalent = cli_commands(llvip, out, recipe, plan, options)
-        commands += [f"# recipe {recipe}: the equivalent mmdrfuse commands (patches in a store instead of memory)", *equivalent, ""]
         metadata = {"recipe": recipe, "command": command, "equivalent_commands": equivalent, "seed": args.seed,
                     "patches_sha256": manifest["sha256"], "patch_count": manifest["count"], "backbone": backbone,
                     "environment": env, "stages": stages}  # fmt: skip
         write_text_atomic(folder / "metadata.json", json.dumps(metadata, indent=2, default=str) + "\n")
         summary["recipes"][recipe] = {kind: {k: stage[k] for k in ("weights", "bytes", "seconds", "steps", "final_losses")}
                                       for kind, stage in stages.items()}  # fmt: skip
+    commands = ["# runs of scripts/train_weights.py into this folder (from the repository root)", *runs, ""]
+    for name in sorted(summary["recipes"]):
+        equivalent = json.loads((out / name / "metadata.json").read_text(encoding="utf-8"))["equivalent_commands"]
+        commands += [f"# recipe {name}: the equivalent mmdrfuse commands (the patches in a store instead of memory)", *equivalent, ""]
     write_text_atomic(out / "commands.txt", "\n".join(commands))
     summary["wall_seconds"] = time.perf_counter() - _START
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
