@@ -162,6 +162,8 @@ def exact_fp32_check(device: torch.device) -> Dict[str, float]:
 
 def check_out_dir(out: Path, settings: Dict[str, Any]) -> None:
     """Refuse a non-empty folder that is not an earlier output of this script with these settings."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file, not a folder")
     if not out.exists() or not any(out.iterdir()):
         return
     marker = out / MARKER
