@@ -93,7 +93,10 @@ def test_training_defaults_are_the_papers_recipe():
     assert tuple(teacher[k] for k in weights) == (2.0, 1.0, 0.1)
     assert tuple(student[k] for k in weights) == (1.0, 2.0, 0.1)
     assert student["distill"] == "digestible" and student["distill_weight"] == 5.0
-    assert teacher["refresh"] == student["refresh"] == "sample"
+    assert teacher["recipe"] == student["recipe"] == "paper"
+    from mmdrfuse.fusion.recipes import training_config
+
+    assert training_config("teacher", {})["refresh"] == training_config("student", {})["refresh"] == "sample"
     assert teacher["refresh_weight"] == student["refresh_weight"] == 10.0
 
 
@@ -130,7 +133,7 @@ def test_explicit_flag_overrides_the_config_file(tmp_path):
     (["evaluate"], "metrics: 5\n", "metrics must be a string, got 5"),
     (["train", "teacher"], "epochs: 1.5\n", "epochs must be an integer, got 1.5"),
     (["train", "teacher"], "epochs: one\n", "epochs must be an integer, got 'one'"),
-    (["train", "teacher"], "amp: 1\n", "amp must be true or false, got 1"),
+    (["train", "teacher"], "amp: 1\n", "amp must be true or false or null, got 1"),
     (["detect"], "method: x=y\n", "method must be a list of strings"),
     (["train", "teacher"], "a: [x\n", "not valid YAML at line 2"),
     (["train", "teacher"], "- epochs\n", "must hold a mapping"),

@@ -11,6 +11,7 @@ from mmdrfuse.fusion.perceptual import (
     _random_vgg19_features,
     build_perceptual,
     default_vgg19_path,
+    exact_fp32,
     random_vgg19_features,
 )
 
@@ -86,3 +87,15 @@ def test_imagenet_loader_reads_a_torchvision_state_dict(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="bad.pth"):
         build_perceptual("vgg19", weights=tmp_path / "bad.pth")
+
+
+def test_exact_fp32_turns_autocast_and_tf32_off_and_restores_them():
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with exact_fp32("cpu"):
+            assert not torch.is_autocast_enabled("cpu")
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+            assert torch.nn.functional.conv2d(torch.rand(1, 2, 5, 5), torch.rand(3, 2, 3, 3)).dtype == torch.float32
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.nn.functional.conv2d(torch.rand(1, 2, 5, 5), torch.rand(3, 2, 3, 3)).dtype == torch.bfloat16
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before

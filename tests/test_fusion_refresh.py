@@ -6,6 +6,7 @@ import torch
 
 from mmdrfuse.fusion.losses import gmsd_refresh_loss, ssim_refresh_loss
 from mmdrfuse.fusion.refresh import HistoryBank, gmsd_score, refresh_decision, refresh_step, ssim_score
+from mmdrfuse.metrics.gmsd import gmsd
 
 
 def t(*values):
@@ -144,3 +145,22 @@ def test_unseen_patches_are_filled_not_compared_with_zeros(scene):
     single = refresh_step(alone, torch.tensor([0]), fused[:1], [t[:1] for t in fake_features(fused)], ir[:1], vi[:1],
                           epoch=1, rule="sample", weight=10, features=fake_features)
     assert out.loss_ssim > 0 and torch.allclose(out.loss_ssim, single.loss_ssim / 2, rtol=1e-5)  # averaged over 2
+
+
+def test_refresh_gmsd_is_the_releases_unpadded_form():
+    # 2x2 blocks (the mean pool leaves them as they are) of x = 20 j and y = 10 j^2 on the 0..255
+    # scale, j the pooled column 0..3. Unpadded Prewitt keeps the four pixels with j = 1, 2:
+    # m_x = |x(j-1) - x(j+1)| = 40, m_y = 10 |(j-1)^2 - (j+1)^2| = 40 j, so with c = 170
+    # GMS(j=1) = (2*40*40 + 170) / (40^2 + 40^2 + 170) = 1 and GMS(j=2) = (2*40*80 + 170) / (40^2 + 80^2 + 170),
+    # each twice; the unbiased std of {g1, g1, g2, g2} is |g1 - g2| / sqrt(3).
+    j = torch.arange(4, dtype=torch.float64)
+    pooled_x, pooled_y = (20 * j).expand(4, 4), (10 * j**2).expand(4, 4)
+    up = lambda a: a.repeat_interleave(2, 0).repeat_interleave(2, 1)[None, None] / 255  # noqa: E731
+    x, y = up(pooled_x), up(pooled_y)
+    g2 = (2 * 40 * 80 + 170) / (40**2 + 80**2 + 170)
+    expected = abs(1.0 - g2) / 3**0.5
+    assert gmsd(x, y, padding="valid").item() == pytest.approx(expected, rel=1e-7)  # sqrt(. + 1e-12) in the magnitude
+    assert gmsd(x, y).item() != pytest.approx(expected, rel=1e-2)  # the zero-padded form sees false border edges
+    assert gmsd_score(x, y, y).item() == pytest.approx(2 * expected, rel=1e-6)  # refresh uses the unpadded form
+    with pytest.raises(ValueError, match="padding"):
+        gmsd(x, y, padding="reflect")

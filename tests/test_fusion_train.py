@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import types
 
@@ -11,7 +12,10 @@ import pytest
 import torch
 
 from mmdrfuse.cli import main
+from mmdrfuse.fusion import train as train_module
 from mmdrfuse.fusion.networks import Teacher, load_model
+from mmdrfuse.fusion.recipes import epoch_order
+from mmdrfuse.fusion.refresh import HistoryBank, refresh_step
 from mmdrfuse.fusion.train import build_trainer, train_model, training_config
 
 VGG = {"perceptual": "vgg19-random"}
@@ -124,7 +128,9 @@ def test_train_commands_from_patch_folders(tmp_path, teacher_file):
             cv2.imwrite(str(tmp_path / name / f"{patch_name}.png"), image)
     common = ["--ir", str(tmp_path / "ir"), "--vi", str(tmp_path / "vi"), "--batch", "3", "--epochs", "1",
               "--perceptual", "vgg19-random", "--quiet"]  # fmt: skip
-    assert main(["train", "teacher", *common, "--out", str(tmp_path / "t"), "--refresh", "batch"]) == 0
+    assert main(["train", "teacher", *common, "--out", str(tmp_path / "t"), "--recipe", "release"]) == 0
+    recipe = json.loads((tmp_path / "t" / "teacher.json").read_text())["recipe"]
+    assert (recipe["recipe"], recipe["refresh"], recipe["shuffle"], recipe["amp"]) == ("release", "batch", "once", False)
     assert main(["train", "student", *common, "--out", str(tmp_path / "s"), "--teacher", str(tmp_path / "t" / "teacher.pth"),
                  "--distill", "plain", "--distill-norm", "batch", "--max-steps", "1"]) == 0  # fmt: skip
     meta = json.loads((tmp_path / "s" / "student_partial.json").read_text())  # stopped by --max-steps
@@ -132,3 +138,76 @@ def test_train_commands_from_patch_folders(tmp_path, teacher_file):
     assert main(["train", "student", *common, "--out", str(tmp_path / "s2")]) == 2  # no --teacher: one-line error
     # the "w/o distillation" ablation needs no teacher (conv2 then keeps its random init)
     assert main(["train", "student", *common, "--out", str(tmp_path / "s3"), "--distill", "off", "--max-steps", "1"]) == 0
+
+
+@pytest.mark.parametrize("kind", ["teacher", "student"])
+def test_recipes_select_their_settings_and_explicit_options_win(kind):
+    paper, release = training_config(kind, {}), training_config(kind, {"recipe": "release"})
+    assert (paper["recipe"], paper["refresh"], paper["amp"], paper["shuffle"]) == ("paper", "sample", True, "epoch")
+    # the released code: batch-mean refresh, fp32, the teacher's patch list shuffled once
+    assert (release["refresh"], release["amp"]) == ("batch", False)
+    assert release["shuffle"] == ("once" if kind == "teacher" else "epoch")
+    if kind == "student":
+        assert paper["distill_norm"] == "sample" and release["distill_norm"] == "batch"
+    explicit = training_config(kind, {"recipe": "release", "refresh": "sample", "amp": True})
+    assert (explicit["refresh"], explicit["amp"]) == ("sample", True)
+    assert {k: v for k, v in paper.items() if k not in RECIPE_KEYS} == {k: v for k, v in release.items() if k not in RECIPE_KEYS}
+    with pytest.raises(ValueError, match="recipe"):
+        training_config(kind, {"recipe": "mine"})
+
+
+RECIPE_KEYS = ("recipe", "refresh", "distill_norm", "amp", "shuffle")
+
+
+def test_shuffle_once_visits_the_patches_in_one_order_every_epoch(tmp_path, monkeypatch):
+    assert not np.array_equal(epoch_order(0, 0, 50), epoch_order(0, 1, 50))
+    assert np.array_equal(epoch_order(0, 0, 50, shuffle="once"), epoch_order(0, 3, 50, shuffle="once"))
+    visits = []
+    feeder_call = train_module.PatchFeeder.__call__
+    monkeypatch.setattr(train_module.PatchFeeder, "__call__", lambda self, chosen: visits.append(chosen.tolist()) or feeder_call(self, chosen))
+    for shuffle in ("once", "epoch"):
+        visits.clear()
+        run(tmp_path / shuffle, refresh="off", shuffle=shuffle)  # 12 patches, batch 4: 3 steps per epoch
+        first, second = visits[:3], visits[3:]
+        assert sorted(sum(first, [])) == list(range(12))
+        assert (first == second) == (shuffle == "once")
+
+
+def test_refresh_losses_under_bf16_autocast_match_fp32():
+    """On a GPU the content loss's VGG runs in bf16 (--amp); the refresh losses must not, since they
+    compare an output with a bank image that differs from it by 1e-2. Checked with bf16 autocast on the CPU."""
+    size, count = 64, 2
+    cfg = training_config("teacher", {**VGG})
+    fp32 = build_trainer("teacher", cfg, count=count, height=size, width=size, device=torch.device("cpu"), log=lambda _: None)
+    with torch.no_grad():  # ImageNet-sized activations (tens at relu5_4): a ReLU net with zero biases scales linearly
+        fp32.perceptual.features[0].weight.mul_(30)
+    g = torch.Generator().manual_seed(0)
+    ir, vi = (torch.nn.functional.interpolate(c, size=(size, size), mode="bicubic").clamp(0, 1)
+              for c in torch.rand(2, count, 1, 8, 8, generator=g))  # fmt: skip
+    indices = torch.arange(count)
+    with torch.no_grad():
+        fused, _ = fp32.model(torch.cat([ir, vi], 1))
+    near = fused + 1e-2 * torch.sign(torch.max(ir, vi) - fused)  # a bank entry a little better on both scores
+
+    def refresh(trainer, naive=False):
+        trainer = dataclasses.replace(trainer, bank=HistoryBank(count, size, size))
+        trainer.bank.fill(indices, near)
+        out = fused.clone().requires_grad_(True)
+        taps = trainer.features(out)
+        if naive:  # what the taps would give if the refresh reused the bf16 content taps
+            outcome = refresh_step(trainer.bank, indices, out, taps, ir, vi, epoch=1, rule="sample", weight=10,
+                                   features=trainer.features)  # fmt: skip
+        else:
+            outcome = trainer.refresh(out, taps, ir, vi, indices, 1)
+        (grad,) = torch.autograd.grad(outcome.loss_ssim + outcome.loss_gmsd, out)
+        return outcome.loss_ssim.item(), outcome.loss_gmsd.item(), grad
+
+    bf16 = dataclasses.replace(fp32, amp=True)
+    assert bf16.features(fused)[4].dtype == torch.bfloat16  # the content taps really are bf16
+    s32, g32, grad32 = refresh(fp32)
+    s16, g16, grad16 = refresh(bf16)
+    assert s32 > 0 and g32 > 0  # both refresh losses are active
+    assert s16 == pytest.approx(s32, rel=1e-3) and g16 == pytest.approx(g32, rel=1e-3)
+    assert (grad16 - grad32).norm() <= 1e-3 * grad32.norm()
+    _, _, grad_naive = refresh(bf16, naive=True)
+    assert (grad_naive - grad32).norm() > 1e-2 * grad32.norm()  # bf16 taps would be off: the check above can fail

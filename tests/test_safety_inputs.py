@@ -195,9 +195,9 @@ def test_a_broken_symlink_is_reported_as_such(llvip):
 
 
 def test_limit_zero_is_refused(tmp_path):
-    from mmdrfuse.fusion.train import _open_patches
+    from mmdrfuse.fusion.train_data import open_training_patches
 
     generate(tmp_path / "llvip", train=1, test=0, size=(128, 128), progress=False)
     store = prepare_patches(tmp_path / "llvip", size=64, stride=64, out=tmp_path / "store", **QUIET)
     with pytest.raises(DataError, match="--limit"):
-        _open_patches(store, None, 0)
+        open_training_patches(store, None, 0)

@@ -5,7 +5,9 @@
 * ``<name>.json``: what produced it (recipe, perceptual backbone, data, seed, code version,
   parameter count, progress).
 * ``last_state.pt``: everything ``--resume`` needs (model, optimizer, history bank, RNG states,
-  epoch/step, loss history), kept apart so the weights file stays a plain state dict.
+  epoch/step, loss history), kept apart so the weights file stays a plain state dict. A run
+  resumes only with the recipe and patches it was interrupted with (keys of
+  :data:`RESUMABLE_CHANGES` excepted).
 
 Every file is written under a temporary name and renamed into place.
 """
@@ -15,8 +17,9 @@ import contextlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -27,6 +30,8 @@ from mmdrfuse.fusion.networks import count_parameters
 
 PathLike = Union[str, os.PathLike]
 RESUME_FILE = "last_state.pt"
+# Keys that may change between an interrupted run and its resumption.
+RESUMABLE_CHANGES = ("epochs", "max_steps", "resume", "device", "checkpoint_every")
 
 
 def _torch_save_atomic(obj: Any, path: Path) -> None:
@@ -57,6 +62,86 @@ def save_weights(path: PathLike, model: nn.Module, metadata: Dict[str, Any]) -> 
     }
     write_text_atomic(path.with_suffix(".json"), json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
     return path
+
+
+@dataclass
+class Position:
+    """Where a run stands: ``epoch`` (0-based) and ``step_in_epoch`` of the next step, steps done in all."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+    def advance(self) -> None:
+        self.step_in_epoch += 1
+        self.global_step += 1
+
+    def next_epoch(self) -> None:
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+
+
+def rng_state() -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_state(
+    out_dir: PathLike,
+    *,
+    kind: str,
+    recipe: Dict[str, Any],
+    data: Dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    bank: Optional[Any],
+    position: Position,
+    rows: List[List[float]],
+) -> Path:
+    """Write ``out_dir/last_state.pt``: everything a resumed run needs to continue bit-identically."""
+    return save_resume_state(out_dir, {
+        "kind": kind, "recipe": recipe, "data": data,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "bank": bank.state_dict() if bank is not None else {},
+        "rng": rng_state(), "epoch": position.epoch, "step_in_epoch": position.step_in_epoch,
+        "global_step": position.global_step, "rows": rows,
+    })  # fmt: skip
+
+
+def restore_training_state(
+    out_dir: PathLike,
+    *,
+    recipe: Dict[str, Any],
+    data: Dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    bank: Optional[Any],
+) -> Tuple[Position, List[List[float]]]:
+    """Load ``out_dir/last_state.pt`` into ``model``, ``optimizer``, ``bank`` and the RNGs, after checking
+    that ``recipe`` and the patches (``data["fingerprint"]``) are those of the interrupted run.
+    Returns the position to continue from and the loss rows so far."""
+    state = load_resume_state(out_dir)
+    changed = sorted(
+        k for k in set(recipe) | set(state["recipe"])
+        if k not in RESUMABLE_CHANGES and recipe.get(k) != state["recipe"].get(k)
+    )  # fmt: skip
+    if changed or state["data"]["fingerprint"] != data["fingerprint"]:
+        what = ", ".join(changed) if changed else "the training patches"
+        raise ValueError(f"cannot resume {Path(out_dir) / RESUME_FILE}: {what} differ(s) from the interrupted run")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if bank is not None:
+        bank.load_state_dict(state["bank"])
+    set_rng_state(state["rng"])
+    position = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
+    return position, [list(row) for row in state["rows"]]
 
 
 def save_resume_state(out_dir: PathLike, state: Dict[str, Any]) -> Path:

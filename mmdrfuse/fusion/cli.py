@@ -10,7 +10,7 @@ import sys
 
 from mmdrfuse.config import add_command, add_group
 
-RECIPES = {
+TRAINING_SUMMARY = {
     "teacher": "paper recipe: 8 epochs, batch 36, loss 2 int + 1 percep + 0.1 grad",
     "student": "paper recipe: 10 epochs, batch 26, loss 1 int + 2 percep + 0.1 grad + 5 distill, conv2 from the teacher",
 }
@@ -71,4 +71,4 @@ def register(subparsers) -> None:
                       dest="train_command", metavar="MODEL")
     for kind, handler in (("teacher", train_teacher_command), ("student", train_student_command)):
         add_command(kinds, kind, section=f"train_{kind}", handler=handler,
-                    help=f"train the {kind} ({RECIPES[kind]}; Adam 1e-4, dynamic refresh)")
+                    help=f"train the {kind} ({TRAINING_SUMMARY[kind]}; Adam 1e-4, dynamic refresh; --recipe release for the released code's rules)")

@@ -17,6 +17,7 @@ so the deep taps would barely count; ``fan_in`` keeps every tap at a similar sca
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 from pathlib import Path
@@ -74,6 +75,26 @@ class VGG19Taps(nn.Module):
             if index in TAP_LAYERS:
                 outputs.append(x)
         return outputs
+
+
+@contextlib.contextmanager
+def exact_fp32(device_type: str):
+    """Run the block in plain fp32: autocast off and, on CUDA, no TF32 in convolutions and matmuls.
+
+    For quantities that are small differences of large ones (the refresh losses compare taps of an
+    output with those of a nearly identical bank image): bf16 keeps 8 mantissa bits and TF32 10,
+    so a 1e-2 pixel difference is of the order of their rounding.
+    """
+    # The legacy flags: reading them fails once the newer per-operator API (PyTorch >= 2.9) has
+    # been used with mixed values, while setting them keeps both APIs consistent.
+    backends = torch.backends
+    saved = backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32
+    backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.autocast(device_type, enabled=False):
+            yield
+    finally:
+        backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = saved
 
 
 def _vgg19_features() -> nn.Sequential:

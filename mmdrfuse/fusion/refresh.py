@@ -20,7 +20,7 @@ whole batch size, so when every sample is worse by the same gap both rules give 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import torch
 
@@ -39,10 +39,11 @@ def ssim_score(images: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torc
 
 
 def gmsd_score(images: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
-    """(B,) GMSD(images, ir) + GMSD(images, vi), no gradient: images scaled to 0..255, c = 170."""
+    """(B,) GMSD(images, ir) + GMSD(images, vi), no gradient: images scaled to 0..255, c = 170, and
+    the release's unpadded ('valid') Prewitt filtering."""
     with torch.no_grad():
         images = images.float()
-        return gmsd(images, ir.float()) + gmsd(images, vi.float())
+        return gmsd(images, ir.float(), padding="valid") + gmsd(images, vi.float(), padding="valid")
 
 
 @dataclass
@@ -172,7 +173,7 @@ def refresh_step(
     bank: HistoryBank,
     indices: torch.Tensor,
     fused: torch.Tensor,
-    fused_taps: List[torch.Tensor],
+    fused_taps: Optional[List[torch.Tensor]],
     ir: torch.Tensor,
     vi: torch.Tensor,
     *,
@@ -188,7 +189,9 @@ def refresh_step(
 
     split into its SSIM and GMSD parts. Epoch 0 only fills the bank. ``features(x, taps)``
     gives the first ``taps`` VGG taps of ``x``; it is called without gradient on bank images,
-    and only for the samples that get a loss.
+    and only for the samples that get a loss. ``fused_taps``: the five taps of ``fused`` when they
+    are as exact as ``features`` would compute them; ``None`` computes them with ``features``
+    (with gradient, one pass over the samples that get either loss).
     """
     zero = fused.new_zeros(())
     unseen = ~bank.filled[indices.to(bank.filled.device)].to(fused.device)
@@ -198,7 +201,8 @@ def refresh_step(
     if unseen.any():  # first visit of some patches after epoch 0: fill those, refresh the rest
         bank.fill(indices[unseen.to(indices.device)], fused[unseen])
         seen = ~unseen
-        outcome = refresh_step(bank, indices[seen.to(indices.device)], fused[seen], [t[seen] for t in fused_taps],
+        seen_taps = None if fused_taps is None else [t[seen] for t in fused_taps]
+        outcome = refresh_step(bank, indices[seen.to(indices.device)], fused[seen], seen_taps,
                                ir[seen], vi[seen], epoch=epoch, rule=rule, weight=weight, features=features)
         share = seen.float().mean().item()  # losses are per-batch means: rescale to the whole batch
         return RefreshOutcome(outcome.loss_ssim * share, outcome.loss_gmsd * share,
@@ -217,6 +221,8 @@ def refresh_step(
     bank.write("gmsd", indices[decision.replace_gmsd.to(indices.device)], fused[decision.replace_gmsd])
 
     batch = fused.shape[0]
+    if fused_taps is None:
+        fused_taps = _taps_of_refreshed(fused, decision, features)
     losses = []
     for weights, best, taps, loss_fn in (
         (decision.weight_ssim, best_ssim, 5, ssim_refresh_loss),
@@ -228,7 +234,7 @@ def refresh_step(
             continue
         with torch.no_grad():
             best_taps = features(best[chosen], taps)
-        per_sample = loss_fn(fused[chosen], [t[chosen] for t in fused_taps], best[chosen], best_taps)
+        per_sample = loss_fn(fused[chosen], [t[chosen] for t in fused_taps[:taps]], best[chosen], best_taps)
         losses.append((weights[chosen] * per_sample).sum() / batch)
     return RefreshOutcome(
         losses[0],
@@ -236,3 +242,20 @@ def refresh_step(
         decision.replace_ssim.float().mean().item(),
         decision.replace_gmsd.float().mean().item(),
     )
+
+
+def _taps_of_refreshed(fused: torch.Tensor, decision: RefreshDecision, features: Features) -> List[torch.Tensor]:
+    """Taps of ``fused`` (with gradient) as full-batch tensors, computed only for the samples that
+    get a refresh loss (five taps if any gets L_s, else the three of L_g); zeros elsewhere."""
+    wanted = (decision.weight_ssim > 0) | (decision.weight_gmsd > 0)
+    chosen = wanted.nonzero().squeeze(1)
+    taps = 5 if bool((decision.weight_ssim > 0).any()) else 3
+    if chosen.numel() == 0:
+        return []
+    computed = features(fused[chosen], taps)
+    full = []
+    for tap in computed:
+        # index_put keeps the gradient path to fused[chosen]; rows never chosen are never read.
+        holder = tap.new_zeros((fused.shape[0], *tap.shape[1:]))
+        full.append(holder.index_put((chosen,), tap))
+    return full
