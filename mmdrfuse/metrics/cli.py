@@ -25,7 +25,11 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--ir", metavar="DIR", required=True, help="infrared (A) source folder")
     parser.add_argument("--vi", metavar="DIR", required=True, help="visible (B) source folder")
-    parser.add_argument("--metrics", default=d["metrics"], help="comma-separated metric names, 'paper' or 'all' (default: %(default)s)")
+    parser.add_argument("--metrics", default=d["metrics"], help="comma-separated metric names, 'paper', 'vifb' or 'all' (default: %(default)s)")
+    parser.add_argument(
+        "--convention", default=d["convention"], choices=("mmif", "vifb"),
+        help="mmif: the paper's Python evaluator (gray images); vifb: VIFB's MATLAB code (colour kept, its 13 metrics) (default: %(default)s)",
+    )
     parser.add_argument("--json", metavar="FILE", help="write means and per-image values as JSON")
     parser.add_argument("--csv", metavar="FILE", help="write one row per image (and method) as CSV")
     parser.add_argument("--markdown", metavar="FILE", help="write a markdown table")
@@ -55,11 +59,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from mmdrfuse.metrics import report
     from mmdrfuse.metrics.evaluate import evaluate_folders, parse_metrics
 
-    metrics = parse_metrics(args.metrics)
+    # The default list names the mmif metrics; under vifb the default is VIFB's 13.
+    names = "vifb" if args.convention == "vifb" and args.metrics == defaults("evaluate")["metrics"] else args.metrics
+    metrics = parse_metrics(names, args.convention)
     if args.batch < 1:
         raise ValueError(f"--batch must be at least 1, got {args.batch}")
     options = dict(
-        metrics=metrics, allow_missing=args.allow_missing, progress=not args.no_progress, device=args.device, batch_size=args.batch
+        metrics=metrics, allow_missing=args.allow_missing, progress=not args.no_progress, device=args.device, batch_size=args.batch,
+        convention=args.convention,
     )
     if args.method:
         methods = _parse_methods(args.method)
