@@ -159,7 +159,8 @@ def average_gradient(fused: np.ndarray) -> float:
         dx[:, 0], dx[:, -1] = band[:, 1] - band[:, 0], band[:, -1] - band[:, -2]
         dy[1:-1] = (band[2:] - band[:-2]) / 2
         dy[0], dy[-1] = band[1] - band[0], band[-1] - band[-2]
-        magnitude = np.sqrt((dx * dx + dy * dy) / 2)
+        # (dx^2 + dy^2) / 2 is still exact in float32; the square root is taken in float64.
+        magnitude = np.sqrt(((dx * dx + dy * dy) / 2).astype(np.float64))
         values.append(cv2.sumElems(magnitude)[0] / ((rows - 1) * (cols - 1)))
     return float(np.mean(values))
 
