@@ -62,6 +62,7 @@ CASES = {
     "gray fused, colour sources": ((33, 48), True, True, False),
     "gray fused, gray infrared": ((48, 35), True, False, False),
     "all gray": ((32, 32), False, False, False),
+    "all colour, Qcb in the frequency domain": ((66, 75), True, True, True),
 }
 
 

@@ -99,10 +99,59 @@ def _inverse(spectrum: np.ndarray, response: np.ndarray) -> np.ndarray:
     return cv2.dft(product, flags=cv2.DFT_INVERSE | cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
 
 
-def _contrast_power(filtered: np.ndarray) -> np.ndarray:
+RADIUS = TAPS_2.shape[0] // 2
+# Below this size the border strips would cover the image: filter in space instead.
+MIN_SPECTRAL_SIZE = 4 * RADIUS + 2
+
+
+def _wrapped_gaussian(height: int, width: int, taps: np.ndarray) -> np.ndarray:
+    """The separable kernel taps x taps centred on pixel (0, 0) of an (height, width) torus."""
+    column, row = np.zeros(height), np.zeros(width)
+    offsets = np.arange(-RADIUS, RADIUS + 1)
+    column[offsets % height], row[offsets % width] = taps, taps
+    return np.outer(column, row)
+
+
+@functools.lru_cache(maxsize=8)
+def chen_blum_gaussians(height: int, width: int):
+    """The CSF filter times each 31x31 Gaussian, packed: one inverse DFT gives the Gaussian filter of
+    the CSF-filtered image, circularly (equal to filter2's zero padding away from the border)."""
+    csf = chen_blum_filter(height, width)
+    return tuple(cv2.mulSpectrums(csf, cv2.dft(_wrapped_gaussian(height, width, taps)), 0) for taps in (TAPS_2, TAPS_4))
+
+
+def _gaussian_pair(spectrum: np.ndarray, shape) -> tuple:
+    """filter2(G_2, I, 'same') and filter2(G_4, I, 'same') (separable taps, without the 1 / (2 pi s^2))
+    of the CSF-filtered image I = ifft2(spectrum .* S).
+
+    Away from the border both are circular filters, so one inverse DFT each of the spectrum times the
+    Gaussian's; the 15-pixel frame, where filter2 pads with zeros instead, is filtered in space from
+    strips of I (30 rows or columns: the frame's outputs need nothing beyond them).
+    """
+    filtered = _inverse(spectrum, chen_blum_filter(*shape))
+    if min(shape) < MIN_SPECTRAL_SIZE:
+        return tuple(
+            cv2.sepFilter2D(filtered, cv2.CV_64F, taps, taps, borderType=cv2.BORDER_CONSTANT) for taps in (TAPS_2, TAPS_4)
+        )
+    out = []
+    r = RADIUS
+    for taps, response in zip((TAPS_2, TAPS_4), chen_blum_gaussians(*shape)):
+        plane = _inverse(spectrum, response)
+
+        def strip(rows):
+            return cv2.sepFilter2D(np.ascontiguousarray(rows), cv2.CV_64F, taps, taps, borderType=cv2.BORDER_CONSTANT)
+
+        plane[:r] = strip(filtered[: 2 * r])[:r]
+        plane[-r:] = strip(filtered[-2 * r :])[-r:]
+        plane[:, :r] = strip(filtered[:, : 2 * r])[:, :r]
+        plane[:, -r:] = strip(filtered[:, -2 * r :])[:, -r:]
+        out.append(plane)
+    return tuple(out)
+
+
+def _contrast_power(spectrum: np.ndarray, shape) -> np.ndarray:
     """C' = C^3 / (C^2 + 1e-4) of C = |G_2 * I / G_4 * I - 1| ('same', zero padding)."""
-    narrow = cv2.sepFilter2D(filtered, cv2.CV_64F, TAPS_2, TAPS_2, borderType=cv2.BORDER_CONSTANT)
-    wide = cv2.sepFilter2D(filtered, cv2.CV_64F, TAPS_4, TAPS_4, borderType=cv2.BORDER_CONSTANT)
+    narrow, wide = _gaussian_pair(spectrum, shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         contrast = np.abs(narrow * SCALE_RATIO / wide - 1)
         square = contrast * contrast
@@ -117,8 +166,7 @@ def _preservation(source: np.ndarray, fused: np.ndarray) -> np.ndarray:
 
 def chen_blum(spectra, shape) -> float:
     """Qcb from the packed spectra (visible, infrared, fused) of the normalised images."""
-    response = chen_blum_filter(*shape)
-    c1, c2, cf = (_contrast_power(_inverse(spectrum, response)) for spectrum in spectra)
+    c1, c2, cf = (_contrast_power(spectrum, shape) for spectrum in spectra)
     with np.errstate(divide="ignore", invalid="ignore"):
         q1, q2 = _preservation(c1, cf), _preservation(c2, cf)
         s1, s2 = c1 * c1, c2 * c2
