@@ -37,7 +37,6 @@ import cv2
 import numpy as np
 
 BLOCK = 16
-SALIENCY_POWER = 5
 
 
 def normalize1(image: np.ndarray) -> np.ndarray:
@@ -153,26 +152,40 @@ def _contrast_power(spectrum: np.ndarray, shape) -> np.ndarray:
     """C' = C^3 / (C^2 + 1e-4) of C = |G_2 * I / G_4 * I - 1| ('same', zero padding)."""
     narrow, wide = _gaussian_pair(spectrum, shape)
     with np.errstate(divide="ignore", invalid="ignore"):
-        contrast = np.abs(narrow * SCALE_RATIO / wide - 1)
-        square = contrast * contrast
-        return square * contrast / (square + 1e-4)
+        contrast = np.divide(narrow, wide, out=narrow)
+        contrast *= SCALE_RATIO
+        contrast -= 1
+        np.abs(contrast, out=contrast)
+        square = np.multiply(contrast, contrast, out=wide)
+        contrast *= square
+        square += 1e-4
+        contrast /= square
+    return contrast
 
 
 def _preservation(source: np.ndarray, fused: np.ndarray) -> np.ndarray:
-    # MATLAB's (s ./ f) .* mask + (f ./ s) .* (1 - mask), NaN where s or f is 0 as there.
-    mask = (source < fused).astype(np.float64)
-    return (source / fused) * mask + (fused / source) * (1 - mask)
+    """min / max of the two contrasts: MATLAB's (s ./ f) .* mask + (f ./ s) .* (1 - mask), which is
+    NaN (0 * Inf) where s or f is 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.minimum(source, fused)
+        ratio /= np.maximum(source, fused)
+    if not (source.all() and fused.all()):
+        ratio[(source == 0) | (fused == 0)] = np.nan
+    return ratio
 
 
 def chen_blum(spectra, shape) -> float:
     """Qcb from the packed spectra (visible, infrared, fused) of the normalised images."""
     c1, c2, cf = (_contrast_power(spectrum, shape) for spectrum in spectra)
+    q1, q2 = _preservation(c1, cf), _preservation(c2, cf)
     with np.errstate(divide="ignore", invalid="ignore"):
-        q1, q2 = _preservation(c1, cf), _preservation(c2, cf)
-        s1, s2 = c1 * c1, c2 * c2
-        total = s1 + s2
-        quality = (s1 / total) * q1 + (s2 / total) * q2
-    return float(np.mean(quality))
+        # lambda_1 q_1 + lambda_2 q_2 with lambda_i = C_i^2 / (C_1^2 + C_2^2)
+        s1, s2 = np.square(c1, out=c1), np.square(c2, out=c2)
+        q1 *= s1
+        q1 += np.multiply(q2, s2, out=q2)
+        s1 += s2
+        q1 /= s1
+    return float(np.mean(q1))
 
 
 def _block_sums(plane: np.ndarray) -> np.ndarray:
@@ -189,7 +202,10 @@ def _block_sums(plane: np.ndarray) -> np.ndarray:
 def _saliency(image: np.ndarray) -> np.ndarray:
     gx = cv2.Sobel(image, cv2.CV_64F, 1, 0, ksize=3, borderType=cv2.BORDER_CONSTANT)
     gy = cv2.Sobel(image, cv2.CV_64F, 0, 1, ksize=3, borderType=cv2.BORDER_CONSTANT)
-    return _block_sums(np.sqrt(gx * gx + gy * gy) ** SALIENCY_POWER)
+    square = gx * gx
+    square += gy * gy
+    # g^5 = (g^2)^2 sqrt(g^2): a much faster power than pow(g, 5)
+    return _block_sums(np.sqrt(square) * np.square(square))
 
 
 def chen_varshney(images, spectra, shape) -> float:
