@@ -122,6 +122,9 @@ def test_degenerate_images():
     identical = vifb_scores(texture, texture, texture)
     assert identical["RMSE"] == 0.0 and identical["PSNR"] == math.inf and identical["CE"] == 0.0
     assert identical["SSIM"] == pytest.approx(2.0) and identical["Qcv"] == 0.0
+    black = np.zeros(shape, np.uint8)
+    assert math.isnan(vifb_scores(black, black, texture, ["Qabf"])["Qabf"])  # MATLAB's 0 / 0
+    assert vifb_scores(flat, flat, texture, ["Qabf"])["Qabf"] > 0  # zero padding: a flat image has border edges
     assert identical["MI"] == pytest.approx(2 * vifb_scores(texture, texture, texture, ["EN"])["EN"] * math.log(2))
 
 

@@ -138,7 +138,9 @@ def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Se
         planes = [np.asarray(image, dtype=np.float64) for image in (fused, *rounded)]
         out["SSIM"] = float(sum(_ssim_means_numpy(planes[0], planes[1:], 255.0, "gaussian", 11, 1.5, 0.01, 0.03, False)))
     if "Qabf" in names:
-        out["Qabf"] = float(qabf(_as_plane(fused), _as_plane(exact[1]), _as_plane(exact[0]))[0])
+        # With zero padding only all-black sources have no edge: then MATLAB's 0 / 0 (mmif defines 0).
+        no_edges = not (np.any(exact[0]) or np.any(exact[1]))
+        out["Qabf"] = math.nan if no_edges else float(qabf(_as_plane(fused), _as_plane(exact[1]), _as_plane(exact[0]))[0])
     chen = [name for name in names if name in FAILS_ON_COLOUR_SOURCES]
     if chen:
         out.update(chen_metrics(vi, ir, fused, chen))
