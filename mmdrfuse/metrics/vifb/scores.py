@@ -77,7 +77,7 @@ def _levels(image: np.ndarray) -> np.ndarray:
         return np.zeros(image.shape, np.uint8)
     if image.dtype == np.uint8:  # the same arithmetic per value, through a table
         table = np.floor((np.arange(256.0) - low) / (high - low) * 255 + 0.5).clip(0, 255).astype(np.uint8)
-        return table[image]
+        return cv2.LUT(image, table)
     return np.floor((data - low) / (high - low) * 255 + 0.5).astype(np.uint8)
 
 
@@ -151,19 +151,23 @@ def _bands(fused: np.ndarray) -> list:
     return [fused] if fused.ndim == 2 else [fused[:, :, k] for k in range(fused.shape[2])]
 
 
+def _gradient(band: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """MATLAB's ``gradient`` along x (dx = 1) or y (dy = 1): (f[j+1] - f[j-1]) / 2 inside,
+    f[1] - f[0] and f[-1] - f[-2] on the border (a replicated border gives twice those, halved back)."""
+    out = cv2.Sobel(band, cv2.CV_64F, dx, dy, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
+    edges = (slice(None), [0, -1]) if dx else ([0, -1], slice(None))
+    out[edges] *= 2
+    return out
+
+
 def average_gradient(fused: np.ndarray) -> float:
     rows, cols = fused.shape[:2]
     values = []
     for band in _bands(fused):
-        band = band.astype(np.float32)  # half-integer differences and their squares are exact
-        dx, dy = np.empty_like(band), np.empty_like(band)
-        dx[:, 1:-1] = (band[:, 2:] - band[:, :-2]) / 2
-        dx[:, 0], dx[:, -1] = band[:, 1] - band[:, 0], band[:, -1] - band[:, -2]
-        dy[1:-1] = (band[2:] - band[:-2]) / 2
-        dy[0], dy[-1] = band[1] - band[0], band[-1] - band[-2]
-        # (dx^2 + dy^2) / 2 is still exact in float32; the square root is taken in float64.
-        magnitude = np.sqrt(((dx * dx + dy * dy) / 2).astype(np.float64))
-        values.append(cv2.sumElems(magnitude)[0] / ((rows - 1) * (cols - 1)))
+        band = band if band.dtype == np.uint8 else band.astype(np.float64)
+        # sqrt((gx^2 + gy^2) / 2) = |(gx, gy)| / sqrt(2); cv2.magnitude is the exact float64 root.
+        magnitude = cv2.magnitude(_gradient(band, 1, 0), _gradient(band, 0, 1))
+        values.append(cv2.sumElems(magnitude)[0] / math.sqrt(2) / ((rows - 1) * (cols - 1)))
     return float(np.mean(values))
 
 
@@ -173,7 +177,7 @@ def edge_intensity(fused: np.ndarray) -> float:
         band = band if band.dtype == np.uint8 else band.astype(np.float64)
         gx = cv2.Sobel(band, cv2.CV_64F, 1, 0, ksize=3, borderType=cv2.BORDER_REPLICATE)
         gy = cv2.Sobel(band, cv2.CV_64F, 0, 1, ksize=3, borderType=cv2.BORDER_REPLICATE)
-        total += cv2.sumElems(np.sqrt(gx * gx + gy * gy))[0]
+        total += cv2.sumElems(cv2.magnitude(gx, gy))[0]
     return total / fused.size
 
 
