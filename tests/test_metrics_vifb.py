@@ -188,3 +188,16 @@ def test_folder_with_gray_visible_and_colour_fused_is_one_data_error(tmp_path):
         tmp_path / "fused", tmp_path / "ir", tmp_path / "vi", convention="vifb", metrics=["AG", "SF"], progress=False
     )
     assert fused_only["n"] == 2
+
+
+def test_bad_input_is_one_data_error_naming_the_file(tmp_path):
+    _write_folders(tmp_path)
+    (tmp_path / "fused" / "b.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"b\.png"):
+        evaluate_folders(tmp_path / "fused", tmp_path / "ir", tmp_path / "vi", convention="vifb", progress=False)
+    for folder in ("vi", "ir", "fused"):
+        cv2.imwrite(str(tmp_path / folder / "b.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(DataError, match=r"b\.png.*11x11"):
+        evaluate_folders(tmp_path / "fused", tmp_path / "ir", tmp_path / "vi", convention="vifb", progress=False)
+    with pytest.raises(ValueError, match="CPU only"):
+        evaluate_folders(tmp_path / "fused", tmp_path / "ir", tmp_path / "vi", convention="vifb", device="cuda")

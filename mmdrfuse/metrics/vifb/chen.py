@@ -119,6 +119,11 @@ def chen_blum_gaussians(height: int, width: int):
     return tuple(cv2.mulSpectrums(csf, cv2.dft(_wrapped_gaussian(height, width, taps)), 0) for taps in (TAPS_2, TAPS_4))
 
 
+def _zero_padded_filter(image: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """filter2(taps taps^T, image, 'same'): zero padding."""
+    return cv2.sepFilter2D(np.ascontiguousarray(image), cv2.CV_64F, taps, taps, borderType=cv2.BORDER_CONSTANT)
+
+
 def _gaussian_pair(spectrum: np.ndarray, shape) -> tuple:
     """filter2(G_2, I, 'same') and filter2(G_4, I, 'same') (separable taps, without the 1 / (2 pi s^2))
     of the CSF-filtered image I = ifft2(spectrum .* S).
@@ -129,21 +134,15 @@ def _gaussian_pair(spectrum: np.ndarray, shape) -> tuple:
     """
     filtered = _inverse(spectrum, chen_blum_filter(*shape))
     if min(shape) < MIN_SPECTRAL_SIZE:
-        return tuple(
-            cv2.sepFilter2D(filtered, cv2.CV_64F, taps, taps, borderType=cv2.BORDER_CONSTANT) for taps in (TAPS_2, TAPS_4)
-        )
+        return tuple(_zero_padded_filter(filtered, taps) for taps in (TAPS_2, TAPS_4))
     out = []
     r = RADIUS
     for taps, response in zip((TAPS_2, TAPS_4), chen_blum_gaussians(*shape)):
         plane = _inverse(spectrum, response)
-
-        def strip(rows):
-            return cv2.sepFilter2D(np.ascontiguousarray(rows), cv2.CV_64F, taps, taps, borderType=cv2.BORDER_CONSTANT)
-
-        plane[:r] = strip(filtered[: 2 * r])[:r]
-        plane[-r:] = strip(filtered[-2 * r :])[-r:]
-        plane[:, :r] = strip(filtered[:, : 2 * r])[:, :r]
-        plane[:, -r:] = strip(filtered[:, -2 * r :])[:, -r:]
+        plane[:r] = _zero_padded_filter(filtered[: 2 * r], taps)[:r]
+        plane[-r:] = _zero_padded_filter(filtered[-2 * r :], taps)[-r:]
+        plane[:, :r] = _zero_padded_filter(filtered[:, : 2 * r], taps)[:, :r]
+        plane[:, -r:] = _zero_padded_filter(filtered[:, -2 * r :], taps)[:, -r:]
         out.append(plane)
     return tuple(out)
 
