@@ -45,7 +45,6 @@ FUSED_ONLY = ("AG", "EI", "SF")
 # In a gray fused image's branch the metrics convert colour sources with rgb2gray: rounded to uint8
 # where MATLAB passes the uint8 image on (CE, MI, SSIM), unrounded where the wrapper or metric has
 # made it double first (PSNR, RMSE, Qabf). Qcb and Qcv fail in MATLAB on colour sources there.
-ROUNDED_GRAY = ("CE", "MI", "SSIM")
 FAILS_ON_COLOUR_SOURCES = ("Qcb", "Qcv")
 
 
@@ -106,13 +105,12 @@ def _as_plane(image: np.ndarray) -> torch.Tensor:
 def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Sequence[str]) -> Dict[str, float]:
     """The source-referenced metrics and SD / EN of one channel triple (fused (H, W); sources may be RGB
     only in a gray fused image's branch)."""
-    colour_sources = vi.ndim == 3 or ir.ndim == 3
-    if colour_sources:
+    if vi.ndim == 3 or ir.ndim == 3:
         failing = [name for name in names if name in FAILS_ON_COLOUR_SOURCES]
         if failing:
             raise ValueError(f"VIFB's {', '.join(failing)} fail(s) in MATLAB on a gray fused image with colour sources")
     rounded = [rgb2gray(image, rounded=True) for image in (vi, ir)]
-    exact = [rgb2gray(image, rounded=False) if image.ndim == 3 else image for image in (vi, ir)]
+    exact = [rgb2gray(image, rounded=False) for image in (vi, ir)]
     out: Dict[str, float] = {}
     pixels = fused.size
     if any(name in names for name in ("EN", "CE", "SD")):
