@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""Benchmark the fusion metrics on one 1280x1024 pair on ONE CPU core.
+"""Benchmark the fusion metrics on ONE CPU core.
 
-Reports the median wall and CPU time of every metric, of all twelve in one call, and of a
-straightforward ``scipy.signal.convolve2d`` VIF (the widely used Python evaluator's way) in
-the same run, with the speed-up. Uses an LLVIP sample pair from ../shared when present
-(``MMDRFUSE_SHARED`` overrides the location), else a synthetic random-texture pair. Medians,
-because the machine may be shared.
+``--convention mmif`` (default): one 1280x1024 pair; the median wall and CPU time of every
+metric, of all twelve in one call, and of a straightforward ``scipy.signal.convolve2d`` VIF
+(the widely used Python evaluator's way) in the same run, with the speed-up. Uses an LLVIP
+sample pair from ../shared when present, else a synthetic random-texture pair.
 
-    python3 scripts/bench_metrics.py [--repeats 15] [--baseline-repeats 3] [--json FILE]
+``--convention vifb``: one 640x480 RGB triple (VIFB's ``labMan``, fused by ADF, from
+../shared when present, else synthetic RGB textures); every VIFB metric, all 13 in one call,
+and in the same run the straightforward transcription of VIFB's MATLAB code
+(``tests/reference_vifb.py``, Qcb and Qcv included) as the baseline, with the ratio.
+
+``MMDRFUSE_SHARED`` overrides the location of ../shared. Medians, because the machine may be shared.
+
+    python3 scripts/bench_metrics.py [--convention mmif|vifb] [--repeats 15] [--baseline-repeats 3] [--json FILE]
 """
 from __future__ import annotations
 
@@ -23,13 +29,15 @@ import cv2
 import numpy as np
 import torch
 
-from mmdrfuse.data.io import read_gray
+from mmdrfuse.data.io import read_as_stored, read_gray
 from mmdrfuse.files import write_text_atomic
 from mmdrfuse.metrics import ALL_METRICS, METRICS, evaluate_batch
+from mmdrfuse.metrics.vifb import VIFB_METRICS, vifb_scores
 
 # The straightforward convolve2d VIF of the tests' reference is the baseline timed here.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_metrics import vifp  # noqa: E402
+from reference_vifb import REFERENCE as VIFB_REFERENCE  # noqa: E402
 
 SHARED = Path(os.environ.get("MMDRFUSE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
@@ -51,9 +59,28 @@ def load_pair() -> tuple[str, np.ndarray, np.ndarray]:
     return "synthetic random texture", texture(2.0), texture(4.0)
 
 
-def measure(function, repeats: int) -> tuple[float, float]:
+def load_vifb_triple() -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """(source, vi, ir, fused): uint8 RGB (480, 640, 3) arrays as MATLAB reads them."""
+    root = SHARED / "datasets" / "VIFB"
+    paths = [root / "vi" / "labMan.jpg", root / "ir" / "labMan.jpg", root / "fused" / "ADF" / "labMan.jpg"]
+    if all(path.is_file() for path in paths):
+        images = [read_as_stored(path) for path in paths]
+        if all(image.shape == (480, 640, 3) for image in images):
+            return "VIFB labMan, fused by ADF", *images
+    rng = np.random.default_rng(0)
+
+    def texture(blur: float) -> np.ndarray:
+        noise = cv2.GaussianBlur(rng.random((480, 640, 3)) * 255, (0, 0), blur)
+        return np.clip((noise - noise.mean()) * 8 + 128, 0, 255).round().astype(np.uint8)
+
+    vi, ir = texture(2.0), texture(4.0)
+    return "synthetic random RGB texture", vi, ir, ((vi.astype(np.float64) + ir) / 2).round().astype(np.uint8)
+
+
+def measure(function, repeats: int, warm_up: bool = True) -> tuple[float, float]:
     """Median wall and CPU seconds of ``function()`` over ``repeats`` runs (after one warm-up)."""
-    function()
+    if warm_up:
+        function()
     walls, cpus = [], []
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
@@ -63,14 +90,55 @@ def measure(function, repeats: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
+def bench_vifb(args) -> dict:
+    source, vi, ir, fused = load_vifb_triple()
+    print(f"triple: {source} ({vi.shape[1]}x{vi.shape[0]}, RGB), 1 thread, median of {args.repeats}")
+    per_metric = {}
+    for name in VIFB_METRICS:
+        per_metric[name] = measure(lambda: vifb_scores(vi, ir, fused, [name]), args.repeats)
+        print(f"  {name:5s} wall {per_metric[name][0] * 1e3:8.1f} ms   cpu {per_metric[name][1] * 1e3:8.1f} ms")
+    all_wall, all_cpu = measure(lambda: vifb_scores(vi, ir, fused), args.repeats)
+    print(f"  all {len(VIFB_METRICS)}: wall {all_wall * 1e3:.1f} ms   cpu {all_cpu * 1e3:.1f} ms  (target <= 100 ms)")
+
+    def baseline():
+        return {name: VIFB_REFERENCE[name](vi, ir, fused) for name in VIFB_METRICS}
+
+    base_wall, base_cpu = measure(baseline, args.baseline_repeats, warm_up=False)
+    ours, theirs = vifb_scores(vi, ir, fused), baseline()
+    difference = max(abs(ours[name] - theirs[name]) / max(abs(theirs[name]), 1e-12) for name in VIFB_METRICS)
+    ratio = base_cpu / all_cpu
+    print(f"  MATLAB transcription, all {len(VIFB_METRICS)}: wall {base_wall:.2f} s   cpu {base_cpu:.2f} s"
+          f"   -> {ratio:.0f}x faster (max relative difference {difference:.1e})")
+    return {
+        "triple": source,
+        "size": list(vi.shape),
+        "threads": 1,
+        "repeats": args.repeats,
+        "median_wall_s": {name: times[0] for name, times in per_metric.items()},
+        "median_cpu_s": {name: times[1] for name, times in per_metric.items()},
+        "all_metrics_wall_s": all_wall,
+        "all_metrics_cpu_s": all_cpu,
+        "baseline_transcription_wall_s": base_wall,
+        "baseline_transcription_cpu_s": base_cpu,
+        "speedup_cpu": ratio,
+        "max_relative_difference": difference,
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--convention", choices=("mmif", "vifb"), default="mmif")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--baseline-repeats", type=int, default=3)
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    if args.convention == "vifb":
+        result = bench_vifb(args)
+        if args.json:
+            write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
+        return 0
 
     source, ir, vi = load_pair()
     fused = ((ir.astype(np.float64) + vi) / 2).round()  # an average fusion, rounded like a saved image

@@ -151,6 +151,13 @@ def read_color(path: PathLike, depth_range: DepthRange = "minmax") -> np.ndarray
     return _imread(path, cv2.IMREAD_COLOR, depth_range)
 
 
+def read_as_stored(path: PathLike) -> np.ndarray:
+    """Read an image the way MATLAB's ``imread`` does: uint8 (H, W) for a gray file, (H, W, 3) RGB
+    for a colour one, alpha dropped, no EXIF rotation (the VIFB convention scores images so)."""
+    image = _imread(path, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 def bgr_to_gray(image: np.ndarray) -> np.ndarray:
     """uint8 (H, W, 3) BGR -> uint8 (H, W) with cv2.COLOR_BGR2GRAY; a 2-D input is returned as is."""
     if image.ndim == 2:

@@ -16,8 +16,9 @@ def register(subparsers) -> None:
         section="evaluate",
         handler=run_evaluate,
         help="score fused images against their infrared (A) and visible (B) sources",
-        epilog="Pairs are matched by file stem; every image is read as gray (BGR2GRAY) on the 0..255 scale. "
-        "Metrics: SD SCD VIF Qabf SSIM CC (the paper's table) and EN SF AG MI MSE PSNR.",
+        epilog="Pairs are matched by file stem. mmif (default): every image is read as gray (BGR2GRAY) on the 0..255 "
+        "scale; metrics SD SCD VIF Qabf SSIM CC (the paper's table) and EN SF AG MI MSE PSNR. vifb: images as stored "
+        "(colour kept), VIFB's CE EN MI PSNR AG EI Qabf SD SF RMSE SSIM Qcb Qcv (docs/metrics.md).",
     )
 
 
@@ -33,17 +34,19 @@ def _parse_methods(specs) -> Dict[str, str]:
     return methods
 
 
-def run_evaluate(*, fused, method, ir, vi, metrics, json, csv, markdown, device, batch, allow_missing, no_progress) -> int:
+def run_evaluate(*, fused, method, ir, vi, convention, metrics, json, csv, markdown, device, batch, allow_missing,
+                 no_progress) -> int:
     from mmdrfuse.files import write_text_atomic
     from mmdrfuse.metrics import report
     from mmdrfuse.metrics.evaluate import evaluate_folders, parse_metrics
 
     if bool(fused) == bool(method):
         raise DataError("give --fused DIR (one method) or --method NAME=DIR (repeatable), not both")
-    names = parse_metrics(metrics)
+    names = parse_metrics(metrics, convention)
     if batch < 1:
         raise ValueError(f"--batch must be at least 1, got {batch}")
-    options = dict(metrics=names, allow_missing=allow_missing, progress=not no_progress, device=device, batch_size=batch)
+    options = dict(metrics=names, allow_missing=allow_missing, progress=not no_progress, device=device, batch_size=batch,
+                   convention=convention)
     if method:
         methods = _parse_methods(method)
         results = {name: evaluate_folders(folder, ir, vi, **options) for name, folder in methods.items()}

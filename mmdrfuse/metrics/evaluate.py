@@ -1,7 +1,12 @@
 """Score fused images: the metric registry, one pair, a folder of pairs, several methods.
 
-A = infrared (``ir``), B = visible (``vi``); every image is gray on the 0..255 scale (files are
-read with :func:`mmdrfuse.data.io.read_gray`, the paper's protocol).
+Two conventions (``convention=``):
+
+* ``mmif`` (default): the Python evaluator of MMIF-CDDFuse, the paper's protocol. A = infrared
+  (``ir``), B = visible (``vi``); every image is gray on the 0..255 scale (files are read with
+  :func:`mmdrfuse.data.io.read_gray`).
+* ``vifb``: the MATLAB code of the VIFB benchmark (:mod:`mmdrfuse.metrics.vifb`): images as
+  stored (:func:`mmdrfuse.data.io.read_as_stored`, colour kept), VIFB's 13 metrics.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Sequence, Tuple
 import numpy as np
 import torch
 
-from mmdrfuse.data.io import PathLike, check_same_size, image_size, list_images, match_pairs, read_gray
+from mmdrfuse.data.io import PathLike, check_same_size, image_size, list_images, match_pairs, read_as_stored, read_gray
 from mmdrfuse.device import resolve_device
 from mmdrfuse.errors import DataError
 from mmdrfuse.metrics.no_reference import average_gradient, entropy, spatial_frequency, standard_deviation
@@ -27,6 +32,8 @@ from mmdrfuse.metrics.source_referenced import (
 )
 from mmdrfuse.metrics.ssim import ssim_fusion
 from mmdrfuse.metrics.vif import vif_fusion
+from mmdrfuse.metrics.vifb import LOWER_IS_BETTER as VIFB_LOWER_IS_BETTER
+from mmdrfuse.metrics.vifb import VIFB_METRICS, vifb_scores
 
 Metric = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -53,20 +60,31 @@ FROM_MOMENTS = {
 }
 ALL_METRICS: Tuple[str, ...] = tuple(METRICS)
 PAPER_METRICS: Tuple[str, ...] = ("SD", "SCD", "VIF", "Qabf", "SSIM", "CC")
-LOWER_IS_BETTER = frozenset({"MSE"})
+LOWER_IS_BETTER = frozenset({"MSE"}) | VIFB_LOWER_IS_BETTER
+CONVENTIONS: Tuple[str, ...] = ("mmif", "vifb")
 
 
-def parse_metrics(names: str | Sequence[str]) -> Tuple[str, ...]:
-    """``"SD,VIF"`` or a sequence -> canonical names (case-insensitive; ``paper`` and ``all`` name the
-    groups); unknown names are a ValueError."""
+def check_convention(convention: str) -> str:
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
+    return convention
+
+
+def parse_metrics(names: str | Sequence[str], convention: str = "mmif") -> Tuple[str, ...]:
+    """``"SD,VIF"`` or a sequence -> canonical names of ``convention`` (case-insensitive; ``paper``,
+    ``vifb`` and ``all`` (every metric of the convention) name groups); unknown names are a ValueError."""
+    available = ALL_METRICS if check_convention(convention) == "mmif" else VIFB_METRICS
     if isinstance(names, str):
         names = [name for name in names.split(",") if name.strip()]
-    groups = {"paper": PAPER_METRICS, "all": ALL_METRICS}
+    groups = {"paper": PAPER_METRICS, "vifb": VIFB_METRICS, "all": available}
     names = [member for name in names for member in groups.get(name.strip().lower(), (name,))]
-    by_lower = {name.lower(): name for name in ALL_METRICS}
+    by_lower = {name.lower(): name for name in available}
     unknown = [name for name in names if name.strip().lower() not in by_lower]
     if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {','.join(ALL_METRICS)}")
+        hint = " (VIFB's metrics need --convention vifb)" if convention == "mmif" and set(unknown) & set(VIFB_METRICS) else ""
+        raise ValueError(
+            f"unknown metric(s) {', '.join(unknown)} in the {convention} convention; choose from {','.join(available)}{hint}"
+        )
     chosen = tuple(dict.fromkeys(by_lower[name.strip().lower()] for name in names))
     if not chosen:
         raise ValueError("no metrics given")
@@ -110,17 +128,21 @@ def _as_tensor(image: np.ndarray, what: str) -> torch.Tensor:
 
 
 def evaluate_pair(
-    fused: np.ndarray, ir: np.ndarray, vi: np.ndarray, metrics: Sequence[str] = ALL_METRICS
+    fused: np.ndarray, ir: np.ndarray, vi: np.ndarray, metrics: Sequence[str] | None = None, *, convention: str = "mmif"
 ) -> Dict[str, float]:
     """Metrics of one fused image against its infrared (A) and visible (B) source.
 
     Args:
-        fused, ir, vi: (H, W) uint8 or float arrays of gray values on the 0..255 scale.
-        metrics: names from :data:`ALL_METRICS`.
+        fused, ir, vi: ``mmif``: (H, W) uint8 or float arrays of gray values on the 0..255 scale;
+            ``vifb``: uint8 (H, W) gray or (H, W, 3) RGB arrays as stored.
+        metrics: names of the convention (default: all of them).
     Returns:
         ``{name: value}`` in the order of ``metrics``.
     """
-    metrics = parse_metrics(metrics)
+    metrics = parse_metrics("all" if metrics is None else metrics, convention)
+    if convention == "vifb":
+        with _single_threaded_cpu():
+            return vifb_scores(np.asarray(vi), np.asarray(ir), np.asarray(fused), metrics)
     tensors = [_as_tensor(image, what) for image, what in ((fused, "fused"), (ir, "ir"), (vi, "vi"))]
     if not tensors[0].shape == tensors[1].shape == tensors[2].shape:
         raise ValueError(f"sizes differ: fused {fused.shape}, ir {ir.shape}, vi {vi.shape}")
@@ -180,42 +202,79 @@ def _batches(
         yield stems, images
 
 
+def _score_mmif(triples, metrics: Sequence[str], torch_device, batch_size: int, fused_dir: PathLike, bar) -> List[dict]:
+    """The default convention's metrics of every (stem, fused, ir, vi) triple, read as gray, in batches."""
+    rows: List[dict] = []
+    for stems, images in _batches(triples, batch_size):
+        stack = torch.from_numpy(np.stack(images)).to(torch_device, torch.float64)
+        try:
+            scores = evaluate_batch(stack[:, 0:1], stack[:, 1:2], stack[:, 2:3], metrics)
+        except ValueError as error:  # e.g. an image too small for VIF's four scales
+            raise DataError(f"cannot score {', '.join(stems)} in {fused_dir}: {error}") from error
+        scores = {name: values.cpu().tolist() for name, values in scores.items()}
+        rows += [{"name": stem, **{name: scores[name][i] for name in metrics}} for i, stem in enumerate(stems)]
+        bar.update(len(stems))
+    return rows
+
+
+def _score_vifb(triples: Sequence[Tuple[str, Path, Path, Path]], metrics: Sequence[str], bar) -> List[dict]:
+    """VIFB's metrics of every (stem, fused, ir, vi) triple, the images read as stored (on the CPU)."""
+    rows = []
+    with _single_threaded_cpu():
+        for stem, *paths in triples:
+            fused, ir, vi = (read_as_stored(path) for path in paths)
+            for path, image in zip(paths[1:], (ir, vi)):  # the header check cannot see every file
+                check_same_size(fused, image, paths[0], path)
+            try:
+                scores = vifb_scores(vi, ir, fused, metrics)
+            except ValueError as error:  # e.g. a colour fused image with a gray visible image
+                raise DataError(f"cannot score {paths[0]} (ir {paths[1]}, vi {paths[2]}) in the vifb convention: {error}") from error
+            rows.append({"name": stem, **scores})
+            bar.update(1)
+    return rows
+
+
 def evaluate_folders(
     fused_dir: PathLike,
     ir_dir: PathLike,
     vi_dir: PathLike,
     *,
-    metrics: Sequence[str] = ALL_METRICS,
+    metrics: Sequence[str] | None = None,
     allow_missing: bool = False,
     progress: bool = True,
     device: str = "cpu",
     batch_size: int = 8,
+    convention: str = "mmif",
 ) -> dict:
     """Score every fused image in ``fused_dir`` against the sources of the same stem.
 
     Returns ``{"n": N, "mean": {metric: value}, "per_image": [{"name": stem, metric: value, ...}],
     "skipped": [message, ...]}``. On CUDA, images of one size are scored ``batch_size`` at a time.
+    ``metrics``: names of ``convention`` (default: all of them); ``vifb`` runs on the CPU only.
     """
     from tqdm import tqdm
 
-    metrics = parse_metrics(metrics)
-    torch_device = resolve_device(device)
+    metrics = parse_metrics("all" if metrics is None else metrics, convention)
+    if convention == "vifb" and str(device) not in ("cpu", "auto"):
+        raise ValueError(f"the vifb convention runs on the CPU only, not --device {device}")
+    torch_device = resolve_device(device if convention == "mmif" else "cpu")
     if torch_device.type == "cpu":
         batch_size = 1
     triples, skipped = plan_pairs(fused_dir, ir_dir, vi_dir, allow_missing=allow_missing)
-    per_image: List[dict] = []
     with tqdm(total=len(triples), desc=f"evaluate {Path(fused_dir).name}", unit="image", disable=not progress) as bar:
-        for stems, images in _batches(triples, batch_size):
-            stack = torch.from_numpy(np.stack(images)).to(torch_device, torch.float64)
-            try:
-                scores = evaluate_batch(stack[:, 0:1], stack[:, 1:2], stack[:, 2:3], metrics)
-            except ValueError as error:  # e.g. an image too small for VIF's four scales
-                raise DataError(f"cannot score {', '.join(stems)} in {fused_dir}: {error}") from error
-            scores = {name: values.cpu().tolist() for name, values in scores.items()}
-            per_image += [{"name": stem, **{name: scores[name][i] for name in metrics}} for i, stem in enumerate(stems)]
-            bar.update(len(stems))
-    mean = {name: float(np.mean([row[name] for row in per_image])) for name in metrics}
+        if convention == "vifb":
+            per_image = _score_vifb(triples, metrics, bar)
+        else:
+            per_image = _score_mmif(triples, metrics, torch_device, batch_size, fused_dir, bar)
+    mean = {name: _mean([row[name] for row in per_image], convention) for name in metrics}
     return {"n": len(per_image), "mean": mean, "per_image": per_image, "skipped": skipped}
+
+
+def _mean(values: Sequence[float], convention: str) -> float:
+    """The mean over images; VIFB's ``compute_metrics.m`` takes ``nanmean`` (a NaN Qcb of a flat image is left out)."""
+    if convention == "vifb" and not all(np.isnan(values)):
+        return float(np.nanmean(values))
+    return float(np.mean(values))
 
 
 def evaluate_methods(

@@ -1,0 +1,216 @@
+"""VIFB's 13 metrics of one (visible, infrared, fused) triple: the per-channel loop and the pixel statistics.
+
+Per channel triple (a = visible, b = infrared, f = fused, N = H W pixels; see
+:mod:`mmdrfuse.metrics.vifb.channels` for the colour rules):
+
+* EN :math:`= -\\sum_v p_f(v) \\log_2 p_f(v)` (256-bin histogram of ``floor(f)``).
+* CE :math:`= \\tfrac12 (\\mathrm{KL}(p_a \\| p_f) + \\mathrm{KL}(p_b \\| p_f))` in bits, bins where
+  either probability is 0 skipped.
+* MI :math:`= I(a; f) + I(b; f)` in nats, each image first min-max scaled to 0..255 and rounded
+  (a constant image maps to 0).
+* SD: the population standard deviation of f.
+* RMSE :math:`= \\tfrac12 (m(a, f) + m(b, f))` with VIFB's own
+  :math:`m(x, f) = \\sqrt{\\sum (x - f)^2} / N` (a root of a sum, not of a mean); PSNR
+  :math:`= 20 \\log_{10}(255 / \\sqrt{\\mathrm{RMSE}})` (+inf for f = a = b).
+* SSIM :math:`= \\mathrm{SSIM}(a, f) + \\mathrm{SSIM}(b, f)`: Wang's reference code, 11x11
+  Gaussian window of sigma 1.5, valid windows only, L = 255, population moments.
+* Qabf: Xydeas-Petrovic on the three channels (see :mod:`mmdrfuse.metrics.qabf`).
+* Qcb, Qcv: :mod:`mmdrfuse.metrics.vifb.chen`.
+
+AG, EI and SF look at the fused image only and handle its channels themselves:
+
+* AG: per channel, MATLAB's ``gradient`` (central differences, one-sided at the border),
+  :math:`\\sum \\sqrt{(g_x^2 + g_y^2) / 2} / ((H - 1)(W - 1))`, averaged over channels.
+* EI: the mean over all pixels and channels of the Sobel magnitude (``imfilter(...,'replicate')``).
+* SF: ``[m, n] = size(f)`` of an RGB array gives n = 3W, and MATLAB's two-index ``f(i, j)`` walks the
+  channels side by side: SF is that of the (H, 3W) image [R G B], the two seams included.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+from mmdrfuse.metrics.qabf import qabf
+from mmdrfuse.metrics.ssim import _ssim_means_numpy
+from mmdrfuse.metrics.vifb.channels import channel_triples, check_triple, rgb2gray
+from mmdrfuse.metrics.vifb.chen import chen_metrics
+
+VIFB_METRICS: Tuple[str, ...] = ("CE", "EN", "MI", "PSNR", "AG", "EI", "Qabf", "SD", "SF", "RMSE", "SSIM", "Qcb", "Qcv")
+LOWER_IS_BETTER = frozenset({"CE", "RMSE", "Qcv"})
+FUSED_ONLY = ("AG", "EI", "SF")
+# In a gray fused image's branch the metrics convert colour sources with rgb2gray: rounded to uint8
+# where MATLAB passes the uint8 image on (CE, MI, SSIM), unrounded where the wrapper or metric has
+# made it double first (PSNR, RMSE, Qabf). Qcb and Qcv fail in MATLAB on colour sources there.
+FAILS_ON_COLOUR_SOURCES = ("Qcb", "Qcv")
+
+
+def _histogram(image: np.ndarray) -> np.ndarray:
+    """256-bin histogram of an integer image on 0..255 (float64 counts)."""
+    if image.dtype != np.uint8:
+        if not np.array_equal(image, np.floor(image)) or image.min() < 0 or image.max() > 255:
+            raise ValueError("VIFB's histograms need integer images on 0..255")
+        image = image.astype(np.uint8)
+    return cv2.calcHist([image], [0], None, [256], [0, 256]).ravel().astype(np.float64)
+
+
+def _entropy_bits(counts: np.ndarray) -> float:
+    p = counts[counts != 0] / counts.sum()
+    return float(-np.sum(p * np.log2(p)))
+
+
+def _cross_entropy(source_counts: np.ndarray, fused_counts: np.ndarray, pixels: int) -> float:
+    p1, p2 = source_counts / pixels, fused_counts / pixels
+    both = (p1 != 0) & (p2 != 0)
+    return float(np.sum(p1[both] * np.log2(p1[both] / p2[both])))
+
+
+def _levels(image: np.ndarray) -> np.ndarray:
+    """VIFB's mutinf: min-max to [0, 1], then int16(x * 255) (round half away from zero), as uint8."""
+    data = image.astype(np.float64)
+    low, high = data.min(), data.max()
+    if high == low:
+        return np.zeros(image.shape, np.uint8)
+    if image.dtype == np.uint8:  # the same arithmetic per value, through a table
+        table = np.floor((np.arange(256.0) - low) / (high - low) * 255 + 0.5).clip(0, 255).astype(np.uint8)
+        return cv2.LUT(image, table)
+    return np.floor((data - low) / (high - low) * 255 + 0.5).astype(np.uint8)
+
+
+def _mutual_information(x_levels: np.ndarray, y_levels: np.ndarray) -> float:
+    joint = cv2.calcHist([x_levels, y_levels], [0, 1], None, [256, 256], [0, 256, 0, 256]).astype(np.float64)
+    total = joint.sum()
+
+    def nats(counts):
+        p = counts[counts != 0] / total
+        return float(-np.sum(p * np.log(p)))
+
+    return nats(joint.sum(1)) + nats(joint.sum(0)) - nats(joint)
+
+
+def _root_sum_squares(x: np.ndarray, f: np.ndarray) -> float:
+    """VIFB's ``mse``: sqrt(sum((x - f)^2)) / N."""
+    if x.dtype != f.dtype:
+        x, f = x.astype(np.float64), f.astype(np.float64)
+    return cv2.norm(x, f, cv2.NORM_L2) / x.size
+
+
+def _as_plane(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float64))[None, None]
+
+
+def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Sequence[str]) -> Dict[str, float]:
+    """The source-referenced metrics and SD / EN of one channel triple (fused (H, W); sources may be RGB
+    only in a gray fused image's branch)."""
+    if vi.ndim == 3 or ir.ndim == 3:
+        failing = [name for name in names if name in FAILS_ON_COLOUR_SOURCES]
+        if failing:
+            raise ValueError(f"VIFB's {', '.join(failing)} fail(s) in MATLAB on a gray fused image with colour sources")
+    rounded = [rgb2gray(image, rounded=True) for image in (vi, ir)]
+    exact = [rgb2gray(image, rounded=False) for image in (vi, ir)]
+    out: Dict[str, float] = {}
+    pixels = fused.size
+    if any(name in names for name in ("EN", "CE", "SD")):
+        fused_counts = _histogram(fused)
+        if "EN" in names:
+            out["EN"] = _entropy_bits(fused_counts)
+        if "CE" in names:
+            out["CE"] = sum(_cross_entropy(_histogram(source), fused_counts, pixels) for source in rounded) / 2.0
+        if "SD" in names:
+            values = np.arange(256.0)
+            mean = float(values @ fused_counts) / pixels
+            out["SD"] = math.sqrt(float(((values - mean) ** 2) @ fused_counts) / pixels)
+    if "MI" in names:
+        fused_levels = _levels(fused)
+        out["MI"] = sum(_mutual_information(_levels(source), fused_levels) for source in rounded)
+    if "PSNR" in names or "RMSE" in names:
+        rmse = sum(_root_sum_squares(source, fused) for source in exact) / 2.0
+        if "RMSE" in names:
+            out["RMSE"] = rmse
+        if "PSNR" in names:
+            out["PSNR"] = 20 * math.log10(255 / math.sqrt(rmse)) if rmse > 0 else math.inf
+    if "SSIM" in names:
+        planes = [np.asarray(image, dtype=np.float64) for image in (fused, *rounded)]
+        out["SSIM"] = float(sum(_ssim_means_numpy(planes[0], planes[1:], 255.0, "gaussian", 11, 1.5, 0.01, 0.03, False)))
+    if "Qabf" in names:
+        # With zero padding only all-black sources have no edge: then MATLAB's 0 / 0 (mmif defines 0).
+        no_edges = not (np.any(exact[0]) or np.any(exact[1]))
+        out["Qabf"] = math.nan if no_edges else float(qabf(_as_plane(fused), _as_plane(exact[1]), _as_plane(exact[0]))[0])
+    chen = [name for name in names if name in FAILS_ON_COLOUR_SOURCES]
+    if chen:
+        out.update(chen_metrics(vi, ir, fused, chen))
+    return out
+
+
+def _bands(fused: np.ndarray) -> list:
+    return [fused] if fused.ndim == 2 else [fused[:, :, k] for k in range(fused.shape[2])]
+
+
+def _gradient(band: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """MATLAB's ``gradient`` along x (dx = 1) or y (dy = 1): (f[j+1] - f[j-1]) / 2 inside,
+    f[1] - f[0] and f[-1] - f[-2] on the border (a replicated border gives twice those, halved back)."""
+    out = cv2.Sobel(band, cv2.CV_64F, dx, dy, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
+    edges = (slice(None), [0, -1]) if dx else ([0, -1], slice(None))
+    out[edges] *= 2
+    return out
+
+
+def average_gradient(fused: np.ndarray) -> float:
+    rows, cols = fused.shape[:2]
+    values = []
+    for band in _bands(fused):
+        band = band if band.dtype == np.uint8 else band.astype(np.float64)
+        # sqrt((gx^2 + gy^2) / 2) = |(gx, gy)| / sqrt(2); cv2.magnitude is the exact float64 root.
+        magnitude = cv2.magnitude(_gradient(band, 1, 0), _gradient(band, 0, 1))
+        values.append(cv2.sumElems(magnitude)[0] / math.sqrt(2) / ((rows - 1) * (cols - 1)))
+    return float(np.mean(values))
+
+
+def edge_intensity(fused: np.ndarray) -> float:
+    total = 0.0
+    for band in _bands(fused):
+        band = band if band.dtype == np.uint8 else band.astype(np.float64)
+        gx = cv2.Sobel(band, cv2.CV_64F, 1, 0, ksize=3, borderType=cv2.BORDER_REPLICATE)
+        gy = cv2.Sobel(band, cv2.CV_64F, 0, 1, ksize=3, borderType=cv2.BORDER_REPLICATE)
+        total += cv2.sumElems(cv2.magnitude(gx, gy))[0]
+    return total / fused.size
+
+
+def spatial_frequency(fused: np.ndarray) -> float:
+    wide = np.concatenate(_bands(fused), axis=1).astype(np.float64)
+    row_changes = cv2.norm(wide[:, 1:], wide[:, :-1], cv2.NORM_L2SQR)
+    column_changes = cv2.norm(wide[1:], wide[:-1], cv2.NORM_L2SQR)
+    return math.sqrt((row_changes + column_changes) / wide.size)
+
+
+def vifb_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, metrics: Sequence[str] = VIFB_METRICS) -> Dict[str, float]:
+    """VIFB's metrics of one triple, in the order of ``metrics``.
+
+    Args:
+        vi, ir, fused: uint8 (H, W) gray or (H, W, 3) RGB arrays (RGB order, as MATLAB reads them).
+        metrics: names from :data:`VIFB_METRICS`.
+    Raises:
+        ValueError: for a combination VIFB's MATLAB code cannot score (see
+            :mod:`mmdrfuse.metrics.vifb.channels`), or images of different sizes.
+    """
+    unknown = [name for name in metrics if name not in VIFB_METRICS]
+    if unknown:
+        raise ValueError(f"unknown VIFB metric(s) {', '.join(unknown)}; choose from {','.join(VIFB_METRICS)}")
+    check_triple(vi, ir, fused)
+    if min(fused.shape[:2]) < 11:
+        raise ValueError(f"images of size {fused.shape[:2]} are smaller than SSIM's 11x11 window")
+    out: Dict[str, float] = {}
+    if "AG" in metrics:
+        out["AG"] = average_gradient(fused)
+    if "EI" in metrics:
+        out["EI"] = edge_intensity(fused)
+    if "SF" in metrics:
+        out["SF"] = spatial_frequency(fused)
+    per_channel = [name for name in metrics if name not in FUSED_ONLY]
+    if per_channel:
+        scores = [_channel_scores(a, b, f, per_channel) for a, b, f in channel_triples(vi, ir, fused)]
+        out.update({name: float(np.mean([score[name] for score in scores])) for name in per_channel})
+    return {name: out[name] for name in metrics}
