@@ -65,11 +65,12 @@ def detection_records(image_id: int, boxes, scores, labels) -> List[Dict]:
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-def evaluate(ground_truth: Dict, detections: Sequence[Dict], *, max_dets: int = MAX_DETECTIONS) -> Dict[str, Optional[float]]:
+def evaluate(ground_truth: Dict, detections: Sequence[Dict]) -> Dict[str, Optional[float]]:
     """pycocotools bbox evaluation -> its whole ``stats`` vector by name (``STATS``): AP@[.5:.95],
-    AP@.5, AP@.75, AP of small (< 32^2 px), medium and large boxes, AR at 1, 10 and ``max_dets``
-    detections per image, AR by size. ``max_dets`` is the last of COCO's maxDets (AP and AR100 use
-    it); give the validator's ``max_det``. A size bucket without ground truth is None (COCO's -1).
+    AP@.5, AP@.75, AP of small (< 32^2 px), medium and large boxes, AR at 1, 10 and 100 detections
+    per image, AR by size. At most ``MAX_DETECTIONS`` (100, COCO's) detections per image count:
+    pycocotools hard-wires 100 for stats[0], so the validator is run with ``max_det=100`` too.
+    A size bucket without ground truth is None (COCO's -1).
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -84,7 +85,7 @@ def evaluate(ground_truth: Dict, detections: Sequence[Dict], *, max_dets: int = 
         coco_gt.createIndex()
         coco_dt = coco_gt.loadRes(list(detections))
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
-        evaluator.params.maxDets = [1, 10, max_dets]
+        evaluator.params.maxDets = [1, 10, MAX_DETECTIONS]
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
