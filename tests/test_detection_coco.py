@@ -23,6 +23,13 @@ def test_perfect_predictions_score_one():
     assert result["AR1"] == pytest.approx(0.5)  # one detection per image finds one of two
 
 
+def test_evaluation_leaves_the_records_as_they_were():
+    records = coco_eval.detection_records(1, BOXES, [0.9, 0.8], [0, 0])
+    before = [dict(r) for r in records]
+    coco_eval.evaluate(ground_truth(), records)
+    assert records == before  # pycocotools' loadRes would add area, id, iscrowd and a segmentation
+
+
 def test_one_of_two_found_is_51_of_101():
     # Recall 0.5 at precision 1: the 101-point interpolation counts recalls 0, .01, ..., .50.
     records = coco_eval.detection_records(1, BOXES[:1], [0.9], [0])

@@ -83,7 +83,7 @@ def evaluate(ground_truth: Dict, detections: Sequence[Dict]) -> Dict[str, Option
         coco_gt = COCO()
         coco_gt.dataset = json.loads(json.dumps(ground_truth))
         coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(list(detections))
+        coco_dt = coco_gt.loadRes([dict(record) for record in detections])  # loadRes adds keys to each record
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         evaluator.params.maxDets = [1, 10, MAX_DETECTIONS]
         evaluator.evaluate()

@@ -37,6 +37,9 @@ def _capturing_validator(sink: List[Dict]):
                     "labels": prepared["cls"].cpu().numpy().astype(int).reshape(-1).tolist(),
                     "pred_boxes": scaled.cpu().numpy(), "pred_scores": pred["conf"].cpu().numpy(),
                     "pred_classes": pred["cls"].cpu().numpy(),
+                    # its own true-positive flags (N, 10), matched in the letterboxed frame before
+                    # the boxes are clipped to the image: kept to check the capture, not saved
+                    "validator_tp": self._process_batch(pred, prepared)["tp"],
                 })
 
     return CapturingValidator
@@ -48,7 +51,8 @@ def validate(weights: Path, data_yaml: Path, class_names: List[str], out_dir: Pa
 
     Returns ``{"metrics": {"map50_95", "map50", "precision", "recall"}`` (ultralytics' own),
     ``"ground_truth"``: COCO dict of the boxes it scored against (image ``file_name`` = file stem,
-    ids 1.. in stem order), ``"predictions"``: COCO result records of its predictions}``.
+    ids 1.. in stem order), ``"predictions"``: COCO result records of its predictions (in its order,
+    best first per image), ``"validator_tp"``: ``{image id: its own (N, 10) true-positive flags}``}``.
     Call ``prepare_ultralytics`` first.
     """
     from ultralytics import YOLO
@@ -75,4 +79,5 @@ def validate(weights: Path, data_yaml: Path, class_names: List[str], out_dir: Pa
         },
         "ground_truth": coco_eval.build_ground_truth(images, class_names),
         "predictions": predictions,
+        "validator_tp": {entry["id"]: entry["validator_tp"] for entry in images},
     }
