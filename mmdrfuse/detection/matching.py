@@ -65,14 +65,18 @@ def match_image(
     tp = np.zeros((len(boxes), len(iou_thresholds)), dtype=bool)
     if len(truths) and len(boxes):
         ious = box_iou_xywh(boxes, truths)
+        limits = np.minimum(np.asarray(iou_thresholds, dtype=np.float64), 1 - 1e-10)[:, None]
+        taken = np.zeros((len(iou_thresholds), len(truths)), dtype=bool)  # per threshold, per truth
+        rows = np.arange(len(iou_thresholds))
         last = len(truths) - 1
-        for t, threshold in enumerate(iou_thresholds):
-            taken = np.zeros(len(truths), dtype=bool)
-            for d in range(len(boxes)):
-                free = np.where(taken, -1.0, ious[d])
-                best = last - int(np.argmax(free[::-1]))  # of equal IoUs the later box, as pycocotools
-                if free[best] >= min(threshold, 1 - 1e-10):
-                    taken[best] = tp[d, t] = True
+        # rank order, every threshold at once; a box that overlaps no truth enough misses at every
+        # threshold and takes nothing, so only the others are walked
+        for d in np.flatnonzero((ious >= limits.min()).any(axis=1)):
+            free = np.where(taken, -1.0, ious[d][None, :])
+            best = last - np.argmax(free[:, ::-1], axis=1)  # of equal IoUs the later box, as pycocotools
+            hit = free[rows, best] >= limits[:, 0]
+            taken[rows[hit], best[hit]] = True
+            tp[d] = hit
     return ImageMatches(scores=scores, tp=tp, n_gt=len(truths))
 
 

@@ -16,9 +16,10 @@ together). With every :math:`w_i = 1` this is pycocotools' AP exactly.
 
 Only true positives can be the first to reach a recall point, and a false positive's precision is
 below that of the true positive before it, so the envelope needs :math:`TP_k, FP_k` only at the true
-positives: per image :math:`i` the counts :math:`A_{ik}` (its true positives ranked at or above the
-:math:`k`-th true positive) and :math:`B_{ik}` (its false positives ranked above it) make
-:math:`TP = W A` and :math:`FP = W B` one matrix product for all resamples :math:`W` (R, n).
+positives. Most detections (at conf 0.001) are true at no threshold: per image :math:`i`, the count
+:math:`B_{ie}` of those ranked above each detection :math:`e` that is true at some threshold makes
+their share of :math:`FP` one matrix product :math:`W B` for all resamples :math:`W` (R, n); the rest
+are cumulative sums over the few detections ever true, per threshold.
 Ties in score between images are ranked in image order, as pycocotools does with all weights 1.
 """
 from __future__ import annotations
@@ -28,19 +29,29 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from mmdrfuse.detection.matching import RECALL_THRESHOLDS, ImageMatches, Key
+from mmdrfuse.detection.matching import IOU_THRESHOLDS, RECALL_THRESHOLDS, ImageMatches, Key
 
 _EPS = np.spacing(1)  # pycocotools: tp / (fp + tp + np.spacing(1))
 
 
 @dataclass(frozen=True)
+class CategoryTable:
+    """One seed and category. The detections that are a true positive at some IoU threshold, in
+    rank order: ``owner`` (E,) their image index, ``tp`` (E, T) their flags, ``fp_above`` (n_images, E)
+    per image the detections never true ranked above each; ``n_gt`` (n_images,)."""
+
+    owner: np.ndarray
+    tp: np.ndarray
+    fp_above: np.ndarray
+    n_gt: np.ndarray
+
+
+@dataclass(frozen=True)
 class SeedTable:
-    """One seed of one method: per category, ``counts[c][t] = (A, B)`` (n_images, K_t) and
-    ``n_gt[c]`` (n_images,)."""
+    """One seed of one method over ``images``: a ``CategoryTable`` per category id."""
 
     images: Tuple[str, ...]
-    counts: Dict[int, List[Tuple[np.ndarray, np.ndarray]]]
-    n_gt: Dict[int, np.ndarray]
+    categories: Dict[int, CategoryTable]
 
 
 def seed_table(matches: Dict[Key, ImageMatches], images: Sequence[str]) -> SeedTable:
@@ -50,31 +61,25 @@ def seed_table(matches: Dict[Key, ImageMatches], images: Sequence[str]) -> SeedT
     missing = {name for name, _ in matches} - set(index)
     if missing:
         raise ValueError(f"matches for images outside the image list: {sorted(missing)[:3]}")
-    counts, n_gt = {}, {}
+    categories = {}
     for category in sorted({c for _, c in matches}):
         keys = [(name, category) for name in images if (name, category) in matches]
-        n_gt[category] = np.zeros(len(images))
+        n_gt = np.zeros(len(images))
         for name, _ in keys:
-            n_gt[category][index[name]] = matches[name, category].n_gt
+            n_gt[index[name]] = matches[name, category].n_gt
         # pycocotools concatenates the images in id order and ranks with a stable sort.
-        scores = np.concatenate([matches[k].scores for k in keys]) if keys else np.zeros(0)
-        owner = np.concatenate([np.full(len(matches[k].scores), index[k[0]]) for k in keys]) if keys else np.zeros(0, int)
-        tps = np.concatenate([matches[k].tp for k in keys]) if keys else np.zeros((0, 1), bool)
+        scores = np.concatenate([np.zeros(0)] + [matches[k].scores for k in keys])
+        owner = np.concatenate([np.zeros(0, int)] + [np.full(len(matches[k].scores), index[k[0]]) for k in keys])
+        tps = np.concatenate([np.zeros((0, len(IOU_THRESHOLDS)), bool)] + [matches[k].tp for k in keys])
         order = np.argsort(-scores, kind="mergesort")
         owner, tps = owner[order], tps[order]
-        per_threshold = []
-        for t in range(tps.shape[1]):
-            hit = tps[:, t]
-            tp_rank = np.flatnonzero(hit)
-            tp_counts = np.zeros((len(images), len(tp_rank)))
-            fp_counts = np.zeros((len(images), len(tp_rank)))
-            for i in np.unique(owner):
-                mine = owner == i
-                tp_counts[i] = np.searchsorted(np.flatnonzero(mine & hit), tp_rank, side="right")
-                fp_counts[i] = np.searchsorted(np.flatnonzero(mine & ~hit), tp_rank, side="left")
-            per_threshold.append((tp_counts, fp_counts))
-        counts[category] = per_threshold
-    return SeedTable(images=images, counts=counts, n_gt=n_gt)
+        ever = tps.any(axis=1)
+        ever_rank, never_rank = np.flatnonzero(ever), np.flatnonzero(~ever)
+        fp_above = np.zeros((len(images), len(ever_rank)))
+        for i in np.unique(owner[never_rank]):
+            fp_above[i] = np.searchsorted(never_rank[owner[never_rank] == i], ever_rank)
+        categories[category] = CategoryTable(owner=owner[ever], tp=tps[ever], fp_above=fp_above, n_gt=n_gt)
+    return SeedTable(images=images, categories=categories)
 
 
 def _interpolated_precision(tp: np.ndarray, fp: np.ndarray, n_gt: np.ndarray) -> np.ndarray:
@@ -98,17 +103,24 @@ def weighted_map(table: SeedTable, weights: np.ndarray) -> np.ndarray:
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     if weights.shape[1] != len(table.images):
         raise ValueError(f"weights have {weights.shape[1]} columns for {len(table.images)} images")
-    total, categories = np.zeros(len(weights)), np.zeros(len(weights))
-    for category, per_threshold in table.counts.items():
-        n_gt = weights @ table.n_gt[category]
+    total, counted = np.zeros(len(weights)), np.zeros(len(weights))
+    for category in table.categories.values():
+        n_gt = weights @ category.n_gt
         defined = n_gt > 0
-        ap = np.zeros(len(weights))
-        for tp_counts, fp_counts in per_threshold:
-            ap[defined] += _interpolated_precision(weights[defined] @ tp_counts, weights[defined] @ fp_counts, n_gt[defined])
-        total += np.where(defined, ap / len(per_threshold), 0.0)
-        categories += defined
+        w = weights[defined]
+        never_above = w @ category.fp_above  # (R, E): detections never true, ranked above each
+        mine = w[:, category.owner]  # (R, E): the weight of each detection's image
+        ap = np.zeros(int(defined.sum()))
+        for t in range(category.tp.shape[1]):
+            hit = category.tp[:, t]
+            # at a true positive, the inclusive cumulative sum of the misses is the misses above it
+            tp = np.cumsum(mine * hit, axis=1)[:, hit]
+            fp = (never_above + np.cumsum(mine * ~hit, axis=1))[:, hit]
+            ap += _interpolated_precision(tp, fp, n_gt[defined])
+        total[defined] += ap / category.tp.shape[1]
+        counted += defined
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(categories > 0, total / categories, np.nan)
+        return np.where(counted > 0, total / counted, np.nan)
 
 
 def resample_weights(n_images: int, resamples: int, seed: int) -> np.ndarray:
