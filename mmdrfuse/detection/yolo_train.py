@@ -60,8 +60,8 @@ def scratch_warning(weights: Optional[str], epochs: int) -> Optional[str]:
     """The one-line warning for a detector trained from random initialisation for 3 epochs or fewer."""
     if weights or epochs > 3:
         return None
-    return (f"warning: a detector trained from scratch (--weights none) learns almost nothing in {epochs} epoch(s); "
-            "its mAP compares initialisations, not fusion methods: give pretrained weights or more epochs")
+    return (f"a detector trained from scratch (no pretrained weights, --weights none) learns almost nothing in "
+            f"{epochs} epoch(s): its mAP compares initialisations, not fusion methods; give pretrained weights or more epochs")
 
 
 def effective_protocol(options: Dict, device: str) -> Dict:
