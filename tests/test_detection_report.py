@@ -68,20 +68,23 @@ def test_comparisons_and_sentences_follow_the_intervals(summary):
     # average has the very same predictions as infrared: the paired difference is exactly 0
     assert pairs["average", "infrared"]["ci"] == [0.0, 0.0] and not pairs["average", "infrared"]["significant"]
     text = " ".join(result["sentences"])
-    assert "max beats infrared by" in text and "average and infrared are not distinguishable" in text
+    assert "max beats infrared (the best single modality) by" in text
+    assert "average and infrared (the best single modality) are not distinguishable" in text
+    assert "average is below max (the best method) by" in text
     assert "One training seed" not in text
 
 
 def test_one_seed_says_so_and_significance_wording():
     sentences = comparison_sentences([{"a": "x", "b": "infrared", "diff": -0.04, "ci": [-0.07, -0.01],
-                                       "significant": True}], n_seeds=1)
-    assert sentences[0].startswith("x is below infrared by 0.040 [0.010, 0.070] mAP@.5:.95")
+                                       "significant": True, "b_is": "the best single modality"}], n_seeds=1)
+    assert sentences[0].startswith("x is below infrared (the best single modality) by 0.040 [0.010, 0.070] mAP@.5:.95")
     assert "cannot separate small differences" in sentences[1]
 
 
 def test_pairs_to_compare_without_single_modalities():
-    assert pairs_to_compare({"a": 0.3, "b": 0.5}) == [("a", "b")]
-    assert pairs_to_compare({"infrared": 0.6, "max": 0.5}) == [("max", "infrared")]
+    assert pairs_to_compare({"a": 0.3, "b": 0.5}) == [("a", "b", "the best method")]
+    # the best method is the best single modality: one comparison, not two
+    assert pairs_to_compare({"infrared": 0.6, "visible": 0.2, "max": 0.5}) == [("max", "infrared", "the best single modality")]
 
 
 def test_report_files_carry_the_same_figures(summary, tmp_path):
@@ -98,7 +101,7 @@ def test_report_files_carry_the_same_figures(summary, tmp_path):
     assert "YOLOv5u" in text and "anchor-free" in text and "not the original anchor-based YOLOv5" in text
     assert "mosaic (p 1) in 0 of 3 epochs" in text and "warm-up 2 epochs" in text
     low, high = result["methods"]["max"]["map50_95_ci"]
-    assert f"[{low:.3f}, {high:.3f}]" in text and "max beats infrared by" in text
+    assert f"[{low:.3f}, {high:.3f}]" in text and "max beats infrared (the best single modality) by" in text
     assert paths["figure"].stat().st_size > 1000
 
 

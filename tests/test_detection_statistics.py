@@ -118,3 +118,14 @@ def test_resample_weights_and_percentiles():
     np.testing.assert_array_equal(weights, resample_weights(7, 50, seed=0))
     assert percentile_interval(np.arange(101.0), 0.9) == pytest.approx([5.0, 95.0])
     assert percentile_interval(np.array([np.nan, 2.0, 2.0])) == [2.0, 2.0]
+
+
+def test_tables_on_different_images_or_no_resample_are_refused():
+    gt, records = toy_set(0, images=4)
+    images = [image["file_name"] for image in gt["images"]]
+    table = seed_table(match_coco(gt, records), images)
+    other = seed_table(match_coco(gt, records), images[::-1])
+    with pytest.raises(ValueError, match="same validation images"):
+        bootstrap({"a": [table], "b": [other]})
+    with pytest.raises(ValueError, match="at least one resample"):
+        bootstrap({"a": [table]}, resamples=0)

@@ -163,6 +163,8 @@ def bootstrap(
     Returns ``{"methods": {name: {"map50_95", "ci"}}, "comparisons": [{"a", "b", "diff", "ci",
     "significant"}]}``; ``significant``: the interval excludes 0.
     """
+    if resamples < 1:
+        raise ValueError(f"the bootstrap needs at least one resample, got {resamples}")
     images = {table.images for seeds in tables.values() for table in seeds}
     if len(images) != 1:
         raise ValueError("every method and seed must be scored on the same validation images")

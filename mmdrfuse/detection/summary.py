@@ -26,21 +26,18 @@ def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
     return None if not values or any(v is None for v in values) else float(np.mean(values))
 
 
-def pairs_to_compare(points: Dict[str, float]) -> List[Tuple[str, str]]:
-    """Each fused method against the best single modality and against the best method (by
-    ``points``), without repeats or self-comparisons."""
+def pairs_to_compare(points: Dict[str, float]) -> List[Tuple[str, str, str]]:
+    """``(fused method, reference, role)``: each fused method against the best single modality and
+    against the best method (by ``points``), without repeats or self-comparisons."""
     singles = [n for n in points if n in SINGLE_MODALITIES]
     fused = [n for n in points if n not in SINGLE_MODALITIES]
     references = []
     if singles:
-        references.append(max(singles, key=points.get))
-    references.append(max(points, key=points.get))
-    pairs = []
-    for name in fused:
-        for reference in references:
-            if reference != name and (name, reference) not in pairs:
-                pairs.append((name, reference))
-    return pairs
+        references.append((max(singles, key=points.get), "the best single modality"))
+    best = max(points, key=points.get)
+    if not references or references[0][0] != best:
+        references.append((best, "the best method"))
+    return [(name, reference, role) for name in fused for reference, role in references if reference != name]
 
 
 def summarise(
@@ -67,8 +64,8 @@ def summarise(
     predictions, the same ``resamples`` for every method), ``map50_95_boot`` (its point: the mean
     over seeds of pycocotools' AP), ``coco`` (means of ``COCO_FIELDS``), ``seeds``, ``per_seed``,
     ``protocol`` (the first seed's), ``fusion_ms_per_image``. ``comparisons``: ``{a, b, diff, ci,
-    significant}`` for ``pairs_to_compare`` (diff of the COCO mAP@.5:.95 points; significant:
-    the paired interval excludes 0).
+    significant, b_is}`` for ``pairs_to_compare`` (diff of the COCO mAP@.5:.95 points; significant:
+    the paired interval excludes 0; ``b_is``: "the best single modality" or "the best method").
     """
     if not runs or any(not seeds for seeds in runs.values()):
         raise ValueError("summarise needs at least one result per method")
@@ -94,7 +91,10 @@ def summarise(
         }
     n_images = len(next(iter(tables.values()))[0].images)
     points = {name: float(method_map(seeds, np.ones((1, n_images)))[0]) for name, seeds in tables.items()}
-    result = bootstrap(tables, pairs_to_compare(points), resamples=max(resamples, 1), seed=seed, level=level)
+    pairs = pairs_to_compare(points)
+    result = bootstrap(tables, [(a, b) for a, b, _ in pairs], resamples=resamples, seed=seed, level=level)
+    for comparison, (_, _, role) in zip(result["comparisons"], pairs):
+        comparison["b_is"] = role
     for name, interval in result["methods"].items():
         methods[name]["map50_95_boot"] = interval["map50_95"]
         methods[name]["map50_95_ci"] = interval["ci"]
@@ -116,13 +116,14 @@ def comparison_sentences(comparisons: Sequence[Dict], *, n_seeds: int, level: fl
     lines = []
     for c in comparisons:
         low, high = c["ci"]
+        b = f"{c['b']} ({c['b_is']})" if c.get("b_is") else c["b"]
         if c["significant"]:
             # "beats by d [lo, hi]" or "is below by -d [-hi, -lo]": the gap and its interval, both positive
             verb, gap, interval = ("beats", c["diff"], (low, high)) if c["diff"] > 0 else ("is below", -c["diff"], (-high, -low))
-            lines.append(f"{c['a']} {verb} {c['b']} by {gap:.3f} [{interval[0]:.3f}, {interval[1]:.3f}] mAP@.5:.95 "
+            lines.append(f"{c['a']} {verb} {b} by {gap:.3f} [{interval[0]:.3f}, {interval[1]:.3f}] mAP@.5:.95 "
                          f"({percent} paired bootstrap interval).")
         else:
-            lines.append(f"{c['a']} and {c['b']} are not distinguishable: difference {c['diff']:+.3f}, "
+            lines.append(f"{c['a']} and {b} are not distinguishable: difference {c['diff']:+.3f}, "
                          f"{percent} paired interval [{low:+.3f}, {high:+.3f}] contains 0.")
     if n_seeds == 1:
         lines.append("One training seed: the intervals cover the choice of validation images, not the training "
