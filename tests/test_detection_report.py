@@ -109,3 +109,14 @@ def test_markdown_of_a_results_dict_without_the_summary_keeps_the_old_table():
     methods = {"infrared": {"map50_95": 0.3}, "max": {"map50_95": 0.5, "fusion_ms_per_image": 0.1}}
     text = markdown({"methods": methods, "protocol": {"model": "m"}}, [])
     assert "Every fused method beats both single modalities" in text and "| max | 0.500 |" in text
+
+
+def test_a_missing_or_broken_saved_file_is_one_clear_error(tmp_path):
+    from mmdrfuse.errors import DataError
+
+    run = fake_run(0.5, 0, images=3)
+    broken = tmp_path / "predictions.json"
+    broken.write_text("{not json")
+    for path in (broken, tmp_path / "missing.json"):
+        with pytest.raises(DataError, match=str(path.name)):
+            summarise({"max": [{**run, "predictions": str(path)}]}, resamples=10)

@@ -12,6 +12,7 @@ import numpy as np
 from mmdrfuse.detection.matching import match_coco
 from mmdrfuse.detection.methods import SINGLE_MODALITIES
 from mmdrfuse.detection.statistics import bootstrap, method_map, seed_table
+from mmdrfuse.errors import DataError
 
 MEANS = ("map50_95", "map50", "precision", "recall", "map50_95_coco", "map50_coco", "lamr", "train_seconds")
 COCO_FIELDS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
@@ -19,7 +20,12 @@ COCO_FIELDS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 
 def _load(value):
     """A saved JSON file by path, or the value itself."""
-    return json.loads(Path(value).read_text()) if isinstance(value, (str, Path)) else value
+    if not isinstance(value, (str, Path)):
+        return value
+    try:
+        return json.loads(Path(value).read_text())
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read the saved detector output {value}: {error}") from None
 
 
 def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
