@@ -39,15 +39,16 @@ def toy_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("toy")
     data = toy_dataset(root)
-    # 40 epochs from scratch without warm-up (about 40 s on 2 cores): fewer learn nothing.
+    # 40 epochs from scratch without warm-up (about 40 s on 2 cores; fewer learn nothing): mAP about
+    # 0.48, the demo's range.
     result = train_detector(data, root / "run", model="yolov5n.yaml", weights=None, epochs=40, batch=8, imgsz=128,
-                            lr0=0.02, warmup_epochs=0, device="cpu", quiet=True, extra={"val": False})
+                            lr0=0.04, warmup_epochs=0, device="cpu", quiet=True, extra={"val": False})
     return {**result, "data": data, "root": root}
 
 
 @pytest.mark.slow
 def test_pycocotools_agrees_with_ultralytics_on_the_validators_predictions(toy_run):
-    assert toy_run["map50_95"] > 0.05  # it learnt something: the agreement is not 0 = 0
+    assert toy_run["map50_95"] > 0.2  # it learnt something: the agreement is not 0 = 0
     assert toy_run["coco"]["AP"] == pytest.approx(toy_run["map50_95"], abs=0.005)
     assert toy_run["map50_95_coco"] == toy_run["coco"]["AP"]
     assert set(toy_run["coco"]) == set(coco_eval.STATS) and 0 < toy_run["lamr"] < 1
@@ -74,7 +75,9 @@ def test_the_saved_predictions_are_the_validators_own(toy_run):
     ap = ap_per_class(flags, scores, np.zeros(len(scores)), np.zeros(len(gt["annotations"])))[5]
     assert ap.mean() == pytest.approx(toy_run["map50_95"], abs=1e-9)
     # COCO's matching of the saved boxes (clipped to the image, as ultralytics' own COCO JSON)
-    # gives the same flags except on boxes the clipping changed.
+    # gives the same flags except on boxes the clipping changed: ultralytics matches before it
+    # clips. Those few boxes are most of the gap between the two mAPs (here 2 of 980 boxes, 0.004);
+    # the rest is the integration (trapezoid rule against COCO's mean of 101 points).
     matches = match_coco(gt, saved)
     ours = np.concatenate([matches[image["file_name"], 1].tp for image in gt["images"]])
     boxes = np.array([r["bbox"] for r in saved])

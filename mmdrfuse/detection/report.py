@@ -157,9 +157,10 @@ def markdown(results: Dict, figures: Sequence[str]) -> str:
             f"({results['bootstrap']['resamples']} resamples, the same for every method, every seed's predictions "
             "on each drawn image counting; a method's value is the mean over its seeds); the comparisons use paired "
             "intervals of the difference on those resamples. An interval covers the choice of validation images for "
-            "these detectors; their training noise shows in the ± over seeds. ultralytics integrates the same "
-            "interpolated precision with the trapezoid rule where COCO averages its 101 points, so on the same "
-            "predictions the two mAP@.5:.95 differ by up to about 0.005. Fusion time is compute only (no file I/O) "
+            "these detectors; their training noise shows in the ± over seeds. On the same predictions ultralytics' "
+            "and COCO's mAP@.5:.95 differ by a few thousandths: ultralytics matches boxes before clipping them to "
+            "the image (the saved boxes are clipped, as in its own COCO export) and integrates the precision with "
+            "the trapezoid rule where COCO averages 101 points. Fusion time is compute only (no file I/O) "
             f"on device '{protocol.get('device', 'auto')}'.",
             "",
         ]
