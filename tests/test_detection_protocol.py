@@ -67,3 +67,37 @@ def test_report_sentence_follows_the_numbers():
     assert fused_vs_single_sentence(mixed).startswith("1 of 2 fused methods beat")
     bad = {"infrared": row(0.6), "visible": row(0.2), "max": row(0.5)}
     assert fused_vs_single_sentence(bad).startswith("No fused method beats")
+
+
+def test_short_run_protocol_is_stated():
+    from mmdrfuse.detection.yolo_train import effective_protocol
+
+    paper = {"epochs": 3, "close_mosaic": 10, "mosaic": 1.0, "warmup_epochs": 3.0, "amp": True}
+    stated = effective_protocol(paper, device="cpu")
+    # ultralytics' defaults in a 3-epoch run: mosaic never on, warm-up capped at 2 epochs, no AMP on a CPU
+    assert (stated["mosaic_epochs"], stated["warmup_epochs_used"], stated["amp_used"]) == (0, 2.0, False)
+    assert effective_protocol({**paper, "close_mosaic": 0}, device="0")["mosaic_epochs"] == 3
+    assert effective_protocol({**paper, "close_mosaic": 1}, device="0")["mosaic_epochs"] == 2
+    assert effective_protocol({**paper, "close_mosaic": 0, "mosaic": 0.0}, device="0")["mosaic_epochs"] == 0
+    assert effective_protocol({**paper, "epochs": 1}, device="0")["warmup_epochs_used"] == 0.0
+    assert effective_protocol(paper, device="0")["amp_used"] is True
+
+
+def test_protocol_settings_are_yaml_defaults_cache_keys_and_arguments():
+    import inspect
+
+    from mmdrfuse.config import defaults
+    from mmdrfuse.detection.yolo_train import PROTOCOL_KEYS, train_detector
+
+    parameters = inspect.signature(train_detector).parameters
+    for key in ("close_mosaic", "warmup_epochs", "mosaic", "amp"):
+        assert key in PROTOCOL_KEYS
+        assert defaults("detect")[key] == parameters[key].default  # one default, not two that drift
+
+
+def test_scratch_training_warning():
+    from mmdrfuse.detection.yolo_train import scratch_warning
+
+    message = scratch_warning(None, 3)
+    assert "\n" not in message and "from scratch" in message and "3 epoch" in message
+    assert scratch_warning("yolov5su.pt", 3) is None and scratch_warning(None, 4) is None

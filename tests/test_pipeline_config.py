@@ -13,7 +13,8 @@ BASE = {"data": {"root": "LLVIP"}, "prepare": {"subset": {"train": 10, "val": 2}
 def test_defaults_of_the_commands_fill_the_sections():
     config = check_config(BASE)
     assert config["detect"] == {"model": "yolov5s.yaml", "weights": "yolov5su.pt", "epochs": 3, "batch": 16,
-                                "optimizer": "SGD", "imgsz": 640, "seed": 0}
+                                "optimizer": "SGD", "imgsz": 640, "seed": 0, "close_mosaic": 10, "warmup_epochs": 3.0,
+                                "mosaic": 1.0, "amp": False, "bootstrap": 1000}
     assert config["prepare"]["subset"] == {"train": 10, "val": 2, "seed": 0}
     assert config["fuse"] == {"scaling": "minmax", "batch": 8, "methods": ["max"]}
     assert "patches" not in config["prepare"]  # no network to train

@@ -18,7 +18,8 @@ METRICS = {"map50_95", "map50", "precision", "recall", "map50_95_coco", "map50_c
 def test_shipped_configs_are_valid():
     paper = load_config(REPO / "configs" / "llvip-paper.yaml")
     assert paper["detect"] == {"model": "yolov5s.yaml", "weights": "yolov5su.pt", "epochs": 3, "batch": 16,
-                               "optimizer": "SGD", "imgsz": 640, "seed": 0}
+                               "optimizer": "SGD", "imgsz": 640, "seed": 0, "close_mosaic": 10, "warmup_epochs": 3.0,
+                               "mosaic": 1.0, "amp": False, "bootstrap": 1000}
     assert paper["prepare"]["subset"] == {"train": 2000, "val": 250, "seed": 0}
     for kind in ("teacher", "student"):  # every key is an option of mmdrfuse train <kind>
         assert set(paper[kind]) <= set(defaults(f"train_{kind}"))

@@ -1,7 +1,7 @@
-"""COCO-style mAP with pycocotools, the cross-check of ultralytics' own mAP.
+"""COCO metrics with pycocotools of the predictions ultralytics' validator made (the check of its mAP).
 
 In the style of torchvision's references/detection (``coco_utils.convert_to_coco_api`` and
-``coco_eval.CocoEvaluator``), reduced to one class and boxes only. Boxes come in as pixel
+``coco_eval.CocoEvaluator``), reduced to boxes only. Boxes come in as pixel
 ``[x1, y1, x2, y2]``; COCO stores ``[x, y, width, height]``. COCO's AP averages, over the IoU
 thresholds .50:.05:.95, the precision interpolated at 101 recall points
 (p_interp(r) = max_{r' >= r} p(r')), so one perfect detection of one of two objects scores
@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+from mmdrfuse.detection.matching import MAX_DETECTIONS
 
 
 def _xyxy_to_xywh(box: Sequence[float]) -> List[float]:
@@ -60,25 +62,31 @@ def detection_records(image_id: int, boxes, scores, labels) -> List[Dict]:
     ]
 
 
-def evaluate(ground_truth: Dict, detections: Sequence[Dict]) -> Dict[str, float]:
-    """pycocotools bbox evaluation -> ``{"map50_95", "map50"}`` (all areas, maxDets=100)."""
+STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def evaluate(ground_truth: Dict, detections: Sequence[Dict]) -> Dict[str, Optional[float]]:
+    """pycocotools bbox evaluation -> its whole ``stats`` vector by name (``STATS``): AP@[.5:.95],
+    AP@.5, AP@.75, AP of small (< 32^2 px), medium and large boxes, AR at 1, 10 and 100 detections
+    per image, AR by size. At most ``MAX_DETECTIONS`` (100, COCO's) detections per image count:
+    pycocotools hard-wires 100 for stats[0], so the validator is run with ``max_det=100`` too.
+    A size bucket without ground truth is None (COCO's -1).
+    """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     if not ground_truth["annotations"]:
         raise ValueError("COCO evaluation needs at least one ground-truth box")
     if not detections:  # loadRes refuses an empty list; no detection is AP 0 by definition
-        return {"map50_95": 0.0, "map50": 0.0}
+        return {name: 0.0 for name in STATS}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its tables unconditionally
         coco_gt = COCO()
         coco_gt.dataset = json.loads(json.dumps(ground_truth))
         coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(list(detections))
+        coco_dt = coco_gt.loadRes([dict(record) for record in detections])  # loadRes adds keys to each record
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        evaluator.params.maxDets = [1, 10, MAX_DETECTIONS]
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    # stats[0] is AP@[.5:.95], stats[1] AP@.5; -1 means no ground truth in that bucket.
-    return {"map50_95": max(0.0, float(evaluator.stats[0])), "map50": max(0.0, float(evaluator.stats[1]))}
-
-
+    return {name: (None if value < 0 else float(value)) for name, value in zip(STATS, evaluator.stats)}

@@ -6,8 +6,8 @@ What ultralytics 8.4 fetches unasked (read from its source):
 - ``Arial.ttf`` in ``check_det_dataset`` -> ``check_font``, on every training run, plots or not;
 - ``yolo26n.pt`` in ``check_amp`` when ``amp=True`` on a GPU;
 - usage events (``utils/events.py``) when settings ``sync`` is on and the machine is online;
-- ``faster-coco-eval`` via pip when ``save_json`` is set (we never set it: pycocotools does
-  our COCO check, see coco_eval.py).
+- ``faster-coco-eval`` via pip when ``save_json`` is set (we never set it: yolo_val.py captures
+  the validator's predictions and coco_eval.py scores them with pycocotools).
 ``YOLO_OFFLINE=1`` (read at import) makes ultralytics consider itself offline, which turns the
 events off and makes a download fail at once instead of retrying.
 """

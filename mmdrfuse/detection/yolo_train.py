@@ -1,23 +1,31 @@
-"""Train one ultralytics YOLO detector on one method's dataset, validate it, and save its
-validation predictions as COCO json for the pycocotools cross-check."""
+"""Train one ultralytics YOLO detector (YOLOv5u: ultralytics' YOLOv5 with the anchor-free head, not
+the original anchor-based YOLOv5) on one method's dataset, run its validator once, and score the
+validator's own predictions with pycocotools and the miss rate; the predictions are saved."""
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
+import warnings
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import yaml
 
-from mmdrfuse.data.io import image_size, list_images
 from mmdrfuse.detection import coco_eval
+from mmdrfuse.detection.matching import match_coco
+from mmdrfuse.detection.miss_rate import lamr_from_matches
 from mmdrfuse.detection.yolo_offline import prepare_ultralytics
+from mmdrfuse.detection.yolo_val import validate
 from mmdrfuse.errors import DataError
 from mmdrfuse.files import write_text_atomic
 
 # Settings that change a detector's result (the per-method cache key); device and workers do not.
-PROTOCOL_KEYS = ("model", "weights", "epochs", "batch", "optimizer", "lr0", "imgsz", "seed")
+PROTOCOL_KEYS = (
+    "model", "weights", "epochs", "batch", "optimizer", "lr0", "imgsz", "seed",
+    "close_mosaic", "warmup_epochs", "mosaic", "amp",
+)
 
 
 def resolve_device(device: str) -> str:
@@ -48,54 +56,28 @@ def read_data_yaml(data_yaml: Path) -> Dict:
     return data
 
 
-def label_file(image: Path) -> Path:
-    """YOLO's convention: the last ``images`` folder of the path becomes ``labels``, suffix ``.txt``."""
-    parts = list(image.parts)
-    index = len(parts) - 1 - parts[::-1].index("images")
-    return Path(*parts[:index], "labels", *parts[index + 1 :]).with_suffix(".txt")
+def scratch_warning(weights: Optional[str], epochs: int) -> Optional[str]:
+    """The one-line warning for a detector trained from random initialisation for 3 epochs or fewer."""
+    if weights or epochs > 3:
+        return None
+    return (f"a detector trained from scratch (no pretrained weights, --weights none) learns almost nothing in "
+            f"{epochs} epoch(s): its mAP compares initialisations, not fusion methods; give pretrained weights or more epochs")
 
 
-def ground_truth(images: Dict[str, Path], class_names: List[str]) -> Dict:
-    """COCO ground truth from YOLO label files (normalised ``class cx cy w h``) of ``images`` (stem -> path)."""
-    entries = []
-    for image_id, (stem, path) in enumerate(images.items(), start=1):
-        width, height = image_size(path)
-        boxes, labels = [], []
-        labels_path = label_file(path)
-        lines = labels_path.read_text().split("\n") if labels_path.is_file() else []
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                label, cx, cy, w, h = (float(v) for v in line.split())
-            except ValueError:
-                raise DataError(f"malformed YOLO label {labels_path}:{line_number}: {line!r}") from None
-            boxes.append([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height])
-            labels.append(int(label))
-        entries.append({"id": image_id, "file_name": stem, "width": width, "height": height, "boxes": boxes, "labels": labels})
-    return coco_eval.build_ground_truth(entries, class_names)
-
-
-def predict_coco(weights: Path, images: Dict[str, Path], gt: Dict, *, imgsz: int, batch: int, device: str) -> List[Dict]:
-    """COCO result records of ``weights`` on ``images``, at the thresholds of ultralytics' validation
-    (conf 0.001, NMS IoU 0.7, 300 detections) so both mAPs see the same candidate boxes."""
-    from ultralytics import YOLO
-
-    ids = {entry["file_name"]: entry["id"] for entry in gt["images"]}
-    model = YOLO(str(weights))
-    records: List[Dict] = []
-    paths = list(images.values())
-    for start in range(0, len(paths), batch):
-        results = model.predict(
-            [str(p) for p in paths[start : start + batch]],
-            imgsz=imgsz, conf=0.001, iou=0.7, max_det=300, device=device, verbose=False,
-        )
-        for path, result in zip(paths[start : start + batch], results):
-            boxes = result.boxes
-            records += coco_eval.detection_records(
-                ids[path.stem], boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy()
-            )
-    return records
+def effective_protocol(options: Dict, device: str) -> Dict:
+    """What ultralytics 8.4 does with the augmentation and schedule settings of a run of ``epochs``:
+    mosaic is closed for the last ``close_mosaic`` epochs (``close_mosaic >= epochs``: never on),
+    warm-up is capped at ``epochs - 1`` epochs (``BaseTrainer._get_warmup_iterations``), and AMP is
+    used only on CUDA."""
+    epochs = int(options["epochs"])
+    mosaic_epochs = epochs if not options["close_mosaic"] else max(0, epochs - int(options["close_mosaic"]))
+    return {
+        "close_mosaic": int(options["close_mosaic"]), "mosaic": float(options["mosaic"]),
+        "warmup_epochs": float(options["warmup_epochs"]), "amp": bool(options["amp"]),
+        "mosaic_epochs": mosaic_epochs if options["mosaic"] > 0 else 0,
+        "warmup_epochs_used": min(float(options["warmup_epochs"]), max(epochs - 1, 0)),
+        "amp_used": bool(options["amp"]) and device != "cpu",
+    }
 
 
 def train_detector(
@@ -110,27 +92,39 @@ def train_detector(
     optimizer: str,
     lr0: Optional[float] = None,
     seed: int,
+    close_mosaic: int = 10,
+    warmup_epochs: float = 3.0,
+    mosaic: float = 1.0,
+    amp: bool = False,
     device: str,
     workers: int,
-    amp: bool = False,
     allow_download: bool = False,
     verbose: bool = False,
     quiet: bool = False,
     extra: Optional[Dict] = None,
 ) -> Dict:
-    """Train ``model`` (a YAML such as ``yolov5s.yaml``) starting from ``weights`` (a local .pt, or
-    None for random initialisation) on ``data_yaml``; validate the best epoch; write the validation
-    predictions (``predictions.json``) and ground truth (``ground_truth.json``) in COCO format.
+    """Train ``model`` (a YAML such as ``yolov5s.yaml``: ultralytics' YOLOv5u, anchor-free head) starting
+    from ``weights`` (a local .pt, or None for random initialisation) on ``data_yaml``, then run
+    ultralytics' validator once on the best epoch and keep its own predictions.
 
-    ``quiet`` silences ultralytics' console output (its progress bars included); ``extra`` holds
-    further ultralytics training arguments (e.g. ``warmup_epochs``).
-    Returns ``{"map50_95", "map50", "precision", "recall", "map50_95_coco", "map50_coco",
-    "train_seconds", "weights"}``. ``weights`` must already be resolved (``resolve_weights``).
+    ``close_mosaic``, ``warmup_epochs``, ``mosaic`` and ``amp`` are ultralytics' settings, passed
+    explicitly (see ``effective_protocol`` for what they do in a short run). ``quiet`` silences
+    ultralytics' console output; ``extra`` holds further ultralytics training arguments (they win).
+    Writes ``predictions.json`` (COCO records of the validator's predictions, at most 100 per image)
+    and ``ground_truth.json`` (the boxes it scored them against) in ``out_dir``.
+    Returns ``{"map50_95", "map50", "precision", "recall"`` (ultralytics' validator), ``"coco"``
+    (pycocotools' ``STATS`` of the same predictions), ``"map50_95_coco", "map50_coco"`` (its AP
+    and AP50), ``"lamr"`` (log-average miss rate), ``"seed", "protocol"`` (``effective_protocol``),
+    ``"train_seconds", "weights", "predictions", "ground_truth"`` (paths)}``.
+    ``weights`` must already be resolved (``resolve_weights``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = read_data_yaml(data_yaml)
     device = resolve_device(device)
+    message = scratch_warning(weights, epochs)
+    if message:
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
     prepare_ultralytics(allow_download=allow_download)
     from ultralytics import YOLO
     from ultralytics.utils import LOGGER
@@ -141,34 +135,40 @@ def train_detector(
         detector.load(weights)
     options = dict(
         data=str(data_yaml), epochs=epochs, batch=batch, imgsz=imgsz, optimizer=optimizer, seed=seed,
-        deterministic=True, device=device, workers=workers, amp=amp and device != "cpu",
+        deterministic=True, device=device, workers=workers, close_mosaic=close_mosaic,
+        warmup_epochs=warmup_epochs, mosaic=mosaic, amp=amp and device != "cpu",
         # plots=False: ultralytics' plots need a font download; our report draws its own figures.
         plots=False, project=str(out_dir.resolve()), name="yolo", exist_ok=True, verbose=verbose,
     )
     if lr0 is not None:
         options["lr0"] = lr0
     options.update(extra or {})
+    protocol = effective_protocol({**options, "amp": (extra or {}).get("amp", amp)}, device)
     start = time.perf_counter()
-    metrics = detector.train(**options)
+    detector.train(**options)
     train_seconds = time.perf_counter() - start
     best = out_dir / "yolo" / "weights" / "best.pt"
     if not best.is_file():
         best = out_dir / "yolo" / "weights" / "last.pt"
-    values = metrics.results_dict
 
-    val_images = list_images(data["val"])
-    gt = ground_truth(val_images, data["names"])
-    predictions = predict_coco(best, val_images, gt, imgsz=imgsz, batch=batch, device=device)
-    coco = coco_eval.evaluate(gt, predictions)
+    validation = validate(best, data_yaml, data["names"], out_dir, imgsz=imgsz, batch=batch, device=device,
+                          workers=workers)
+    gt, predictions = validation["ground_truth"], validation["predictions"]
+    coco = coco_eval.evaluate(gt, predictions) if gt["annotations"] else {name: None for name in coco_eval.STATS}
+    matches = match_coco(gt, predictions)
+    lamr = lamr_from_matches(matches) if len(gt["categories"]) == 1 else None
     write_text_atomic(out_dir / "ground_truth.json", json.dumps(gt))
     write_text_atomic(out_dir / "predictions.json", json.dumps(predictions))
     return {
-        "map50_95": float(values["metrics/mAP50-95(B)"]),
-        "map50": float(values["metrics/mAP50(B)"]),
-        "precision": float(values["metrics/precision(B)"]),
-        "recall": float(values["metrics/recall(B)"]),
-        "map50_95_coco": coco["map50_95"],
-        "map50_coco": coco["map50"],
+        **validation["metrics"],
+        "coco": coco,
+        "map50_95_coco": coco["AP"],
+        "map50_coco": coco["AP50"],
+        "lamr": None if lamr is None or math.isnan(lamr) else lamr,
+        "seed": seed,
+        "protocol": protocol,
         "train_seconds": train_seconds,
         "weights": str(best),
+        "predictions": str(out_dir / "predictions.json"),
+        "ground_truth": str(out_dir / "ground_truth.json"),
     }

@@ -37,6 +37,8 @@ TOP = {
 FUSE_EXTRA = {"methods": _option("methods", "list")}
 NETWORK_EXTRA = {"weights": _option("weights", "path, optional")}
 DETECT_EXTRA = {"lr0": _option("lr0", "float, optional")}
+# The detector's protocol, plus the report's settings (they change the report, not a detector).
+DETECT_KEYS = (*PROTOCOL_KEYS, "bootstrap")
 WARM_START = {
     "epochs": schema("detect")["epochs"], "batch": schema("detect")["batch"], "imgsz": schema("detect")["imgsz"],
     "model": schema("detect")["model"], "optimizer": schema("detect")["optimizer"], "seed": schema("detect")["seed"],
@@ -134,9 +136,9 @@ def check_config(config: Mapping, source: str = "config") -> Dict:
             raise DataError(f"{source}: warm_start.epochs is missing")
         checked["warm_start"] = {"synthetic": synthetic, **rest, **({"ultralytics": ultralytics} if ultralytics else {})}
 
-    detect = _settings("detect", _mapping(config, "detect", source, required=True), f"{source}: detect", PROTOCOL_KEYS,
+    detect = _settings("detect", _mapping(config, "detect", source, required=True), f"{source}: detect", DETECT_KEYS,
                        DETECT_EXTRA)
-    checked["detect"] = {**{k: v for k, v in defaults("detect").items() if k in PROTOCOL_KEYS}, **detect}
+    checked["detect"] = {**{k: v for k, v in defaults("detect").items() if k in DETECT_KEYS}, **detect}
     return checked
 
 

@@ -19,7 +19,7 @@ from mmdrfuse.pipeline.run import run_pipeline
 
 
 def detect_config(*, root, builtins, model, weights, epochs, batch, optimizer, imgsz, device, seed, train, val,
-                  workers, network_weights) -> dict:
+                  workers, network_weights, close_mosaic, warmup_epochs, mosaic, amp, bootstrap) -> dict:
     """The pipeline config of a ``detect`` command line."""
     config = {
         "data": {"root": str(root)},
@@ -28,7 +28,8 @@ def detect_config(*, root, builtins, model, weights, epochs, batch, optimizer, i
         "prepare": {"subset": {"train": train, "val": val, "seed": seed}},
         "fuse": {"methods": list(builtins)},
         "detect": {"model": model, "weights": weights, "epochs": epochs, "batch": batch, "optimizer": optimizer,
-                   "imgsz": imgsz, "seed": seed},
+                   "imgsz": imgsz, "seed": seed, "close_mosaic": close_mosaic, "warmup_epochs": warmup_epochs,
+                   "mosaic": mosaic, "amp": amp, "bootstrap": bootstrap},
     }
     for kind, path in network_weights.items():
         config[kind] = {"weights": str(path)}

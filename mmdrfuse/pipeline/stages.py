@@ -113,7 +113,8 @@ def detect_method(folder: Path, *, name: str, data_yaml: str, protocol: Mapping,
         data_yaml, folder, model=protocol["model"], weights=protocol.get("weights"),
         epochs=protocol["epochs"], batch=protocol["batch"], imgsz=protocol["imgsz"],
         optimizer=protocol["optimizer"], lr0=protocol.get("lr0"), seed=protocol["seed"],
-        device=device, workers=workers, allow_download=allow_download, quiet=not progress,
+        close_mosaic=protocol["close_mosaic"], warmup_epochs=protocol["warmup_epochs"], mosaic=protocol["mosaic"],
+        amp=protocol["amp"], device=device, workers=workers, allow_download=allow_download, quiet=not progress,
     )
     log(f"    {name}: mAP@.5:.95 {result['map50_95']:.3f} (pycocotools {result['map50_95_coco']:.3f}), mAP@.5 {result['map50']:.3f}")
     return {"result": result, "detector": str(folder)}
