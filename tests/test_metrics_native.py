@@ -1,6 +1,9 @@
 """The C symmetric filter behind the CPU paths of VIF and SSIM: against OpenCV, and the fallback without it."""
 from __future__ import annotations
 
+from fnmatch import fnmatch
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -140,3 +143,34 @@ def test_kernel_builds_into_an_empty_cache(monkeypatch, tmp_path):
     assert native_filter.available()
     built = list((tmp_path / "cache").iterdir())
     assert len(built) == 1 and built[0].name.startswith("symmetric_filter-") and built[0].suffix == ".so"
+
+
+def test_an_edited_kernel_is_rebuilt_not_loaded_stale(monkeypatch, tmp_path):
+    """The cache key covers the C text: a changed kernel gets its own library, and that one is loaded."""
+    if native.find_compiler() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.delenv("MMDRFUSE_NO_NATIVE", raising=False)
+    monkeypatch.setenv("MMDRFUSE_CACHE", str(tmp_path))
+    plane, kernel = np.random.default_rng(3).random((12, 14)), np.array([0.25, 0.5, 0.25])
+
+    def mean_of_plane():
+        monkeypatch.setattr(native_filter, "_library", {})
+        out = np.empty((10, 12))
+        assert native_filter.local_moments(plane, None, kernel, [out])
+        return out
+
+    original = mean_of_plane()
+    source = native_filter.kernel_source()
+    assert source.count("h[x] = acc;") == 1
+    monkeypatch.setattr(native_filter, "kernel_source", lambda: source.replace("h[x] = acc;", "h[x] = 2.0 * acc;"))
+    np.testing.assert_allclose(mean_of_plane(), 2 * original, rtol=1e-15)
+    assert len(list(tmp_path.glob("symmetric_filter-*.so"))) == 2
+
+
+def test_kernel_source_is_shipped_as_package_data():
+    """An editable install reads the .c from the source tree; a wheel has it only if package-data names it."""
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    patterns = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]["mmdrfuse"]
+    assert any(fnmatch(f"metrics/{native_filter.KERNEL_FILE}", pattern) for pattern in patterns), patterns
+    assert "int local_moments(" in native_filter.kernel_source()
