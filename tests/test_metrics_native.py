@@ -12,7 +12,7 @@ import torch
 from mmdrfuse import native
 from mmdrfuse.metrics import METRICS, native_filter
 from mmdrfuse.metrics.filters import gaussian_kernel_1d
-from mmdrfuse.metrics.ssim import ssim
+from mmdrfuse.metrics.ssim import ssim, ssim_means_numpy
 from mmdrfuse.metrics.vif import visual_information_fidelity
 
 
@@ -174,3 +174,18 @@ def test_kernel_source_is_shipped_as_package_data():
     patterns = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]["mmdrfuse"]
     assert any(fnmatch(f"metrics/{native_filter.KERNEL_FILE}", pattern) for pattern in patterns), patterns
     assert "int local_moments(" in native_filter.kernel_source()
+
+
+def test_ssim_means_of_one_reference_equal_ssim_of_each_pair():
+    """The CPU path's public entry (VIFB's SSIM calls it): x's statistics shared, the means of ssim()."""
+    rng = np.random.default_rng(7)
+    x, *ys = (rng.integers(0, 256, (40, 37)).astype(np.float64) for _ in range(3))
+    options = (255.0, "gaussian", 11, 1.5, 0.01, 0.03, False)
+    means = ssim_means_numpy(x, ys, *options)
+    as_tensor = lambda a: torch.from_numpy(a)[None, None]  # noqa: E731
+    expected = [float(ssim(as_tensor(x), as_tensor(y), data_range=255.0)) for y in ys]
+    np.testing.assert_allclose(means, expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="one shape"):
+        ssim_means_numpy(x, [ys[0][:-1]], *options)
+    with pytest.raises(ValueError, match="float64"):
+        ssim_means_numpy(x.astype(np.float32), ys, *options)
