@@ -42,3 +42,13 @@ def write_pairs(root, sizes, *, color_vi: bool = False, seed: int = 0):
         assert cv2.imwrite(str(ir_dir / f"{i:03d}.png"), rng.integers(0, 256, (h, w), dtype=np.uint8))
         assert cv2.imwrite(str(vi_dir / f"{i:03d}.png"), rng.integers(0, 256, (h, w, 3) if color_vi else (h, w), dtype=np.uint8))
     return ir_dir, vi_dir
+
+
+def validate_llvip(root, **overrides):
+    """``mmdrfuse.data.llvip.validate`` called as ``mmdrfuse validate`` calls it, with that command's
+    settings (default.yaml) and ``overrides`` (``split``, ``strict``, ``decode``, ``no_annotations``)."""
+    from mmdrfuse.data.llvip import validate
+
+    options = settings("validate", **overrides)
+    return validate(root, options["split"], strict=options["strict"], annotations=not options["no_annotations"],
+                    decode=options["decode"])

@@ -6,9 +6,9 @@ import json
 import cv2
 import numpy as np
 import pytest
-from helpers import settings
+from helpers import settings, validate_llvip
 
-from mmdrfuse.data.llvip import list_pairs, read_annotation, validate
+from mmdrfuse.data.llvip import list_pairs, read_annotation
 from mmdrfuse.data.synthetic import SCENE_OPTIONS, generate, render_pair
 
 SIZE = (320, 256)
@@ -101,7 +101,7 @@ def test_scene_options():
 def test_generate_writes_a_valid_llvip_layout(tmp_path):
     root = generate(tmp_path / "syn", **settings("prepare_synthetic", train=3, test=2, size=(160, 128), seed=4), progress=False)
     assert "SYNTHETIC" in (root / "SYNTHETIC.md").read_text()
-    report = validate(root, strict=True)
+    report = validate_llvip(root, strict=True)
     assert len(report.ok) == 5
     truth = json.loads((root / "synthetic.json").read_text())
     assert truth["synthetic"] is True and truth["seed"] == 4

@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import settings, write_pairs
+from helpers import settings, validate_llvip, write_pairs
 
 from mmdrfuse.cli import main
 from mmdrfuse.data.io import read_gray
-from mmdrfuse.data.llvip import read_annotation, validate
+from mmdrfuse.data.llvip import read_annotation
 from mmdrfuse.data.patches import load_patches, open_patches, prepare_patches
 from mmdrfuse.data.yolo import build_yolo_dataset, select_subset
 from mmdrfuse.errors import DataError
@@ -72,7 +72,7 @@ def test_8_bit_images_are_read_bit_identically(tmp_path):
 def test_validate_reports_the_bit_depth(llvip, capsys):
     thermal16(llvip / "infrared" / "train" / "010001.png", shape=(128, 160))
     (llvip / "infrared" / "train" / "010001.jpg").unlink()
-    report = validate(llvip, "train", annotations=False)
+    report = validate_llvip(llvip, split="train", no_annotations=True)
     assert report.depths[16] == 1 and report.depths[8] == 7
     assert "16-bit (1 images)" in report.summary()
     assert main(["validate", "--root", str(llvip), "--split", "train", "--quiet"]) == 0
@@ -117,8 +117,8 @@ def test_undecodable_pairs_are_found_by_validate_decode_and_skipped_by_patches_a
     store = prepare_patches(llvip, **PATCHES, out=tmp_path / "store", **QUIET)  # skips, not aborts
     names = load_patches(store).names
     assert names and not any(n.startswith("010002") for n in names)
-    assert not validate(llvip, "train", annotations=False).problems  # headers only: it passes
-    report = validate(llvip, "train", annotations=False, decode=True)
+    assert not validate_llvip(llvip, split="train", no_annotations=True).problems  # headers only: it passes
+    report = validate_llvip(llvip, split="train", no_annotations=True, decode=True)
     assert [p.name for p, _ in report.problems] == ["010002.jpg"] and report.decoded
     manifest_ids = {"format": "mmdrfuse-yolo-subset/1", "seed": 0, "val_from": "test",
                     "train": ["010001", "010002", "010003"], "val": ["190001"]}
@@ -130,7 +130,7 @@ def test_undecodable_pairs_are_found_by_validate_decode_and_skipped_by_patches_a
 
 def test_a_corrupt_middle_jpeg_is_named(llvip):
     corrupt_middle(llvip / "infrared" / "train" / "010003.jpg")
-    report = validate(llvip, "train", annotations=False, decode=True)
+    report = validate_llvip(llvip, split="train", no_annotations=True, decode=True)
     assert len(report.problems) == 1
     file, message = report.problems[0]
     assert file.name == "010003.jpg" and "010003.jpg" in message and "Corrupt JPEG" in message
@@ -186,7 +186,7 @@ def test_a_broken_symlink_is_reported_as_such(llvip):
     image = llvip / "visible" / "train" / "010004.jpg"
     image.unlink()
     image.symlink_to(llvip / "gone.jpg")
-    report = validate(llvip, "train", annotations=False)
+    report = validate_llvip(llvip, split="train", no_annotations=True)
     assert [(p.name, "broken symbolic link" in m) for p, m in report.problems] == [("010004.jpg", True)]
 
 

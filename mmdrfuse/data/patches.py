@@ -118,7 +118,7 @@ def prepare_patches(
     depth_range = parse_depth_range(depth_range)
     check_output_outside_inputs(out, root)
     check_output_folder(out, COMMAND, overwrite=overwrite)
-    report = validate(root, split, strict=strict, annotations=False)
+    report = validate(root, split, strict=strict, annotations=False, decode=False)  # each chosen pair is decoded below
     if report.problems:
         log(f"skipping {report.skipped} bad pair(s) of {report.checked} ({len(report.problems)} problem(s)); "
             f"first: {report.problems[0][0]}: {report.problems[0][1]}")
