@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 
+from mmdrfuse.config import defaults
 from mmdrfuse.data.io import match_pairs, read_gray, write_image_atomic
 from mmdrfuse.fusion.infer import fuse_folder
 from mmdrfuse.fusion.networks import build_model
@@ -78,9 +79,10 @@ def main(argv=None) -> int:
         io_times, fuse_results = [], []
         for _ in range(args.repeats):
             io_times.append(io_only(ir_dir, vi_dir, scratch / "io", workers))
-            fuse_results.append(fuse_folder(model=args.model, weights=weights, ir_dir=ir_dir, vi_dir=vi_dir,
-                                            out_dir=scratch / "fused", device=args.device, engine=args.engine,
-                                            batch=args.batch, progress=False))  # fmt: skip
+            settings = {**defaults("fuse"), "model": args.model, "weights": weights, "device": args.device,
+                        "engine": args.engine, "batch": args.batch}
+            fuse_results.append(fuse_folder(**settings, ir_dir=ir_dir, vi_dir=vi_dir, out_dir=scratch / "fused",
+                                            progress=False))
         best = min(fuse_results, key=lambda r: r["wall_seconds"])
         report = {
             "model": args.model, "device": best["device"], "engine": best["engine"], "pairs": best["n"],

@@ -45,6 +45,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from mmdrfuse.config import defaults
 from mmdrfuse.data.patches import PatchSet, load_patches, prepare_patches
 from mmdrfuse.errors import DataError
 from mmdrfuse.files import write_text_atomic
@@ -105,7 +106,8 @@ def choose_backbone(toy: bool, vgg_weights: Optional[str]) -> Dict[str, Any]:
 def cut_patches(llvip: Path, settings: Dict[str, Any]) -> Tuple[PatchSet, List[str]]:
     """The patches of ``llvip``'s train split as ``mmdrfuse prepare patches`` cuts them, in memory, and the pair ids."""
     with tempfile.TemporaryDirectory(prefix="mmdrfuse-patches-") as scratch:
-        store = prepare_patches(llvip, split="train", out=Path(scratch) / "store", progress=False, log=log, **settings)
+        store = prepare_patches(llvip, **{**defaults("prepare_patches"), "split": "train", **settings},
+                                out=Path(scratch) / "store", progress=False, log=log)
         loaded = load_patches(store)
         meta = json.loads((store / "meta.json").read_text(encoding="utf-8"))
         patches = PatchSet(np.array(loaded.ir), np.array(loaded.vi), list(loaded.names))

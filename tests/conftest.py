@@ -39,10 +39,12 @@ def one_thread():
 
 
 def _make_llvip(base: Path, *, train: int = 4, test: int = 2, size=(160, 128), seed: int = 0, **scene) -> Path:
+    from mmdrfuse.config import defaults
     from mmdrfuse.data.synthetic import generate
 
     folder = base / f"llvip-{train}-{test}-{size[0]}x{size[1]}-{seed}"
-    return generate(folder, train=train, test=test, size=size, seed=seed, progress=False, **scene)
+    settings = {**defaults("prepare_synthetic"), "train": train, "test": test, "size": size, "seed": seed, **scene}
+    return generate(folder, progress=False, **settings)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def run_data_cli(argv):
@@ -12,3 +13,42 @@ def run_data_cli(argv):
     parser = argparse.ArgumentParser(prog="mmdrfuse")
     data_cli.register(parser.add_subparsers(dest="command"))
     return run_command(parser.parse_args(argv))
+
+
+def settings(section: str, **overrides):
+    """The settings a library function of command ``section`` takes: the section's defaults in
+    mmdrfuse/cfg/default.yaml (``mmdrfuse.config.defaults``), as the command line passes them,
+    with ``overrides``; a key the section does not have is a test error, not a silent extra."""
+    from mmdrfuse.config import defaults
+
+    values = defaults(section)
+    unknown = sorted(set(overrides) - set(values))
+    if unknown:
+        raise KeyError(f"not settings of {section}: {', '.join(unknown)} (known: {', '.join(values)})")
+    return {**values, **overrides}
+
+
+def write_pairs(root, sizes, *, color_vi: bool = False, seed: int = 0):
+    """Random same-named pairs ``root/ir/000.png``, ``root/vi/000.png``, ... of the given ``(h, w)``
+    sizes: infrared gray, visible gray or (``color_vi``) BGR. Returns ``(ir_dir, vi_dir)``."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ir_dir, vi_dir = Path(root) / "ir", Path(root) / "vi"
+    ir_dir.mkdir(parents=True, exist_ok=True)
+    vi_dir.mkdir(parents=True, exist_ok=True)
+    for i, (h, w) in enumerate(sizes):
+        assert cv2.imwrite(str(ir_dir / f"{i:03d}.png"), rng.integers(0, 256, (h, w), dtype=np.uint8))
+        assert cv2.imwrite(str(vi_dir / f"{i:03d}.png"), rng.integers(0, 256, (h, w, 3) if color_vi else (h, w), dtype=np.uint8))
+    return ir_dir, vi_dir
+
+
+def validate_llvip(root, **overrides):
+    """``mmdrfuse.data.llvip.validate`` called as ``mmdrfuse validate`` calls it, with that command's
+    settings (default.yaml) and ``overrides`` (``split``, ``strict``, ``decode``, ``no_annotations``)."""
+    from mmdrfuse.data.llvip import validate
+
+    options = settings("validate", **overrides)
+    return validate(root, options["split"], strict=options["strict"], annotations=not options["no_annotations"],
+                    decode=options["decode"])

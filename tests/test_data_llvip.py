@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 from conftest import shared_path
-from helpers import run_data_cli
+from helpers import run_data_cli, validate_llvip
 
 from mmdrfuse.data.io import image_size
-from mmdrfuse.data.llvip import list_pairs, read_annotation, read_pair, validate
+from mmdrfuse.data.llvip import list_pairs, read_annotation, read_pair
 from mmdrfuse.errors import DataError
 
 
@@ -46,34 +46,34 @@ def test_real_annotation_010005():
 
 def test_real_samples_validate_counts_missing_annotations():
     root = shared_path("datasets", "LLVIP-samples")
-    report = validate(root)
+    report = validate_llvip(root)
     assert report.splits == ["train"] and report.checked == 32
     assert [p.id for p in report.ok] == ["010005"]
     assert report.missing_annotations == 31 and "31 pair(s) without annotation" in report.summary()
-    assert len(validate(root, annotations=False).ok) == 32
+    assert len(validate_llvip(root, no_annotations=True).ok) == 32
 
 
 def test_clean_folder_validates(llvip):
-    report = validate(llvip)
+    report = validate_llvip(llvip)
     assert report.problems == [] and len(report.ok) == 6 and report.splits == ["train", "test"]
 
 
 def test_missing_partner_is_skipped_or_fatal_when_strict(llvip):
     (llvip / "visible" / "train" / "010002.jpg").unlink()
-    report = validate(llvip, "train")
+    report = validate_llvip(llvip, split="train")
     assert "010002" not in [p.id for p in report.ok] and len(report.ok) == 3
     assert [(f.name, "partner" in m) for f, m in report.problems] == [("010002.jpg", True)]
     with pytest.raises(DataError, match="010002.jpg"):
-        validate(llvip, "train", strict=True)
+        validate_llvip(llvip, split="train", strict=True)
 
 
 def test_malformed_xml(llvip):
     (llvip / "Annotations" / "010003.xml").write_text("<annotation><object><name>person")
-    report = validate(llvip, "train")
+    report = validate_llvip(llvip, split="train")
     assert [p.id for p in report.ok] == ["010001", "010002", "010004"]
     assert report.problems[0][0].name == "010003.xml"
     with pytest.raises(DataError, match="010003.xml"):
-        validate(llvip, "train", strict=True)
+        validate_llvip(llvip, split="train", strict=True)
     with pytest.raises(DataError, match="010003.xml"):
         read_annotation(llvip / "Annotations" / "010003.xml")
 
@@ -97,16 +97,16 @@ def _rewrite_first_box(xml, **coordinates):
 def test_bad_boxes(llvip, coordinates, message):
     pair = next(p for p in list_pairs(llvip, "train") if read_annotation(p.annotation).boxes.size)
     _rewrite_first_box(pair.annotation, **coordinates)
-    report = validate(llvip, "train")
+    report = validate_llvip(llvip, split="train")
     assert pair.id not in [p.id for p in report.ok]
     assert any(f == pair.annotation and message in m for f, m in report.problems)
-    assert pair.id in [p.id for p in validate(llvip, "train", annotations=False).ok]
+    assert pair.id in [p.id for p in validate_llvip(llvip, split="train", no_annotations=True).ok]
 
 
 def test_size_mismatch(llvip):
     vi = llvip / "visible" / "test" / "190002.jpg"
     cv2.imwrite(str(vi), np.zeros((100, 160, 3), np.uint8))
-    report = validate(llvip, "test", annotations=False)
+    report = validate_llvip(llvip, split="test", no_annotations=True)
     assert [p.id for p in report.ok] == ["190001"]
     assert report.problems[0][0] == vi and "size mismatch" in report.problems[0][1]
     with pytest.raises(DataError, match="size mismatch"):
@@ -115,11 +115,11 @@ def test_size_mismatch(llvip):
 
 def test_empty_and_wrong_folders(tmp_path):
     with pytest.raises(DataError, match="not an LLVIP folder"):
-        validate(tmp_path)
+        validate_llvip(tmp_path)
     for modality in ("infrared", "visible"):
         (tmp_path / modality / "train").mkdir(parents=True)
     with pytest.raises(DataError, match="no images"):
-        validate(tmp_path)
+        validate_llvip(tmp_path)
     with pytest.raises(DataError, match="no train pairs"):
         list_pairs(tmp_path, "train")
     with pytest.raises(DataError, match="does not exist"):
@@ -155,6 +155,6 @@ def test_validate_command_reports_and_exits_nonzero_on_problems(llvip, tmp_path,
 def test_unreadable_image_is_reported_with_its_name(llvip):
     broken = llvip / "visible" / "train" / "010004.jpg"
     broken.write_bytes(b"not an image")
-    report = validate(llvip, "train", annotations=False)
+    report = validate_llvip(llvip, split="train", no_annotations=True)
     assert [p.id for p in report.ok] == ["010001", "010002", "010003"]
     assert report.problems[0][0] == broken and "010004.jpg" in report.problems[0][1]

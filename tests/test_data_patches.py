@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 from conftest import shared_path
-from helpers import run_data_cli
+from helpers import run_data_cli, settings
 
 import mmdrfuse.data.patches as patches_module
 from mmdrfuse.data.io import read_gray, write_image_atomic
@@ -37,7 +37,7 @@ def test_grid_of_the_paper_recipe():
 
 def test_store_round_trip_equals_the_crops(llvip, tmp_path):
     messages = []
-    out = prepare_patches(llvip, pairs=3, size=64, stride=64, seed=7, out=tmp_path / "store",
+    out = prepare_patches(llvip, **settings("prepare_patches", pairs=3, size=64, stride=64, seed=7), out=tmp_path / "store",
                           progress=False, log=messages.append)
     store = load_patches(out)
     meta = json.loads((out / "meta.json").read_text())
@@ -57,8 +57,8 @@ def test_store_round_trip_equals_the_crops(llvip, tmp_path):
 
 def test_choice_is_seeded_and_all_pairs_are_taken_when_fewer_exist(llvip, tmp_path):
     def ids(seed, pairs, name):
-        prepare_patches(llvip, pairs=pairs, size=64, stride=64, seed=seed, out=tmp_path / name, progress=False,
-                        log=messages.append)
+        prepare_patches(llvip, **settings("prepare_patches", pairs=pairs, size=64, stride=64, seed=seed),
+                        out=tmp_path / name, progress=False, log=messages.append)
         return json.loads((tmp_path / name / "meta.json").read_text())["ids"]
 
     messages = []
@@ -69,7 +69,7 @@ def test_choice_is_seeded_and_all_pairs_are_taken_when_fewer_exist(llvip, tmp_pa
 
 
 def test_export_images_and_folder_loading(llvip, tmp_path):
-    out = prepare_patches(llvip, pairs=2, size=64, stride=32, seed=0, out=tmp_path / "store",
+    out = prepare_patches(llvip, **settings("prepare_patches", pairs=2, size=64, stride=32), out=tmp_path / "store",
                           export_images=True, progress=False, log=lambda _: None)
     store = load_patches(out)
     folders = load_patch_folders(out / "ir", out / "vi")
@@ -108,13 +108,14 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(llvip, tmp_path, m
     real_read = patches_module.read_checked
     monkeypatch.setattr(patches_module, "read_checked", failing_read)
     with pytest.raises(KeyboardInterrupt):
-        prepare_patches(llvip, pairs=3, size=64, stride=64, out=tmp_path / "store", progress=False, log=lambda _: None)
+        prepare_patches(llvip, **settings("prepare_patches", pairs=3, size=64, stride=64), out=tmp_path / "store",
+                        progress=False, log=lambda _: None)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_output_inside_the_dataset_is_refused(llvip):
     with pytest.raises(DataError, match="inside input"):
-        prepare_patches(llvip, out=llvip / "patches", progress=False, log=lambda _: None)
+        prepare_patches(llvip, **settings("prepare_patches"), out=llvip / "patches", progress=False, log=lambda _: None)
 
 
 def test_cli_on_the_real_samples(tmp_path, capsys):

@@ -6,11 +6,17 @@ import json
 import cv2
 import numpy as np
 import pytest
+from helpers import settings, validate_llvip
 
-from mmdrfuse.data.llvip import list_pairs, read_annotation, validate
-from mmdrfuse.data.synthetic import generate, render_pair
+from mmdrfuse.data.llvip import list_pairs, read_annotation
+from mmdrfuse.data.synthetic import SCENE_OPTIONS, generate, render_pair
 
 SIZE = (320, 256)
+
+
+def scene(**overrides):
+    """The scene settings of ``prepare synthetic`` (its defaults in default.yaml) with ``overrides``."""
+    return {k: v for k, v in settings("prepare_synthetic", **overrides).items() if k in SCENE_OPTIONS}
 
 
 def _ring_contrast(image, box, ring=0.3):
@@ -25,13 +31,13 @@ def _ring_contrast(image, box, ring=0.3):
 
 @pytest.fixture(scope="module")
 def scenes():
-    return [render_pair(np.random.default_rng(seed), SIZE, ir_only=0.35, vi_only=0.35) for seed in range(12)]
+    return [render_pair(np.random.default_rng(seed), SIZE, **scene(ir_only=0.35, vi_only=0.35)) for seed in range(12)]
 
 
 def test_render_is_deterministic_per_seed():
-    first = render_pair(np.random.default_rng(5), SIZE)
-    again = render_pair(np.random.default_rng(5), SIZE)
-    other = render_pair(np.random.default_rng(6), SIZE)
+    first = render_pair(np.random.default_rng(5), SIZE, **scene())
+    again = render_pair(np.random.default_rng(5), SIZE, **scene())
+    other = render_pair(np.random.default_rng(6), SIZE, **scene())
     np.testing.assert_array_equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])
     assert first[2] == again[2]
@@ -82,20 +88,20 @@ def test_scene_options():
     rng = np.random.default_rng(0)
     for kind, options in (("ir", {"ir_only": 1.0, "vi_only": 0.0}), ("vi", {"ir_only": 0.0, "vi_only": 1.0}),
                           ("both", {"ir_only": 0.0, "vi_only": 0.0})):
-        _, _, boxes = render_pair(rng, (640, 512), pedestrians=(3, 3), height=(0.2, 0.25), **options)
+        _, _, boxes = render_pair(rng, (640, 512), **scene(pedestrians=(3, 3), height=(0.2, 0.25), **options))
         assert [b["modality"] for b in boxes] == [kind] * 3
         assert all(0.18 <= (b["ymax"] - b["ymin"]) / 512 <= 0.26 for b in boxes)
-    assert render_pair(rng, SIZE, pedestrians=(0, 0))[2] == []
-    with pytest.raises(TypeError, match="unknown scene option"):
-        render_pair(rng, SIZE, people=3)
+    assert render_pair(rng, SIZE, **scene(pedestrians=(0, 0)))[2] == []
+    with pytest.raises(TypeError, match="people"):
+        render_pair(rng, SIZE, **scene(), people=3)
     with pytest.raises(ValueError):
-        render_pair(rng, SIZE, ir_only=0.8, vi_only=0.5)
+        render_pair(rng, SIZE, **scene(ir_only=0.8, vi_only=0.5))
 
 
 def test_generate_writes_a_valid_llvip_layout(tmp_path):
-    root = generate(tmp_path / "syn", train=3, test=2, size=(160, 128), seed=4, progress=False)
+    root = generate(tmp_path / "syn", **settings("prepare_synthetic", train=3, test=2, size=(160, 128), seed=4), progress=False)
     assert "SYNTHETIC" in (root / "SYNTHETIC.md").read_text()
-    report = validate(root, strict=True)
+    report = validate_llvip(root, strict=True)
     assert len(report.ok) == 5
     truth = json.loads((root / "synthetic.json").read_text())
     assert truth["synthetic"] is True and truth["seed"] == 4
@@ -110,7 +116,7 @@ def test_generate_writes_a_valid_llvip_layout(tmp_path):
 
 
 def test_generate_is_deterministic_and_a_pair_does_not_depend_on_the_count(tmp_path):
-    small = generate(tmp_path / "a", train=2, test=0, size=(96, 96), seed=1, progress=False)
-    large = generate(tmp_path / "b", train=3, test=1, size=(96, 96), seed=1, progress=False)
+    small = generate(tmp_path / "a", **settings("prepare_synthetic", train=2, test=0, size=(96, 96), seed=1), progress=False)
+    large = generate(tmp_path / "b", **settings("prepare_synthetic", train=3, test=1, size=(96, 96), seed=1), progress=False)
     for name in ("infrared/train/010001.jpg", "visible/train/010002.jpg", "Annotations/010002.xml"):
         assert (small / name).read_bytes() == (large / name).read_bytes()

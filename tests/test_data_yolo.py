@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import yaml
 from conftest import shared_path
-from helpers import run_data_cli
+from helpers import run_data_cli, settings
 
 import mmdrfuse.data.yolo as yolo_module
 from mmdrfuse.data.llvip import Annotation, read_annotation
-from mmdrfuse.data.synthetic import generate
 from mmdrfuse.data.yolo import build_yolo_dataset, select_subset, yolo_labels
 from mmdrfuse.errors import DataError
 
@@ -22,6 +21,12 @@ from mmdrfuse.errors import DataError
 def llvip(make_shared_llvip):
     """SYNTHETIC LLVIP-like folder: 8 train + 4 test pairs of 160x128."""
     return make_shared_llvip(train=8, test=4, size=(160, 128), seed=2)
+
+
+def subset(root, **overrides):
+    """The detection subset ``prepare yolo`` draws with its defaults (default.yaml) and ``overrides``."""
+    options = settings("prepare_yolo", **overrides)
+    return select_subset(root, train=options["train"], val=options["val"], seed=options["seed"])
 
 
 def _read_labels(out):
@@ -46,17 +51,17 @@ def test_subset_is_seeded_and_disjoint(llvip):
     assert len({tuple(select_subset(llvip, train=5, val=2, seed=s)["train"]) for s in range(5)}) > 1
 
 
-def test_val_is_carved_from_train_without_a_test_split(tmp_path):
-    root = generate(tmp_path / "train_only", train=9, test=0, size=(96, 96), seed=0, progress=False)
-    subset = select_subset(root, train=2000, val=250)
-    assert subset["val_from"] == "train" and subset["val"] and not set(subset["val"]) & set(subset["train"])
-    assert len(subset["train"]) + len(subset["val"]) == 9
-    assert any("carved" in note for note in subset["notes"])
+def test_val_is_carved_from_train_without_a_test_split(make_llvip):
+    root = make_llvip(train=9, test=0, size=(96, 96))
+    carved = subset(root)  # 2000 + 250 asked for
+    assert carved["val_from"] == "train" and carved["val"] and not set(carved["val"]) & set(carved["train"])
+    assert len(carved["train"]) + len(carved["val"]) == 9
+    assert any("carved" in note for note in carved["notes"])
 
 
 def test_build_writes_labels_links_and_an_ultralytics_yaml(llvip, tmp_path):
-    data_yaml = build_yolo_dataset(llvip, llvip / "visible", tmp_path / "ds", train=6, val=3, seed=0,
-                                   progress=False, log=lambda _: None)
+    data_yaml = build_yolo_dataset(llvip, llvip / "visible", tmp_path / "ds", manifest=subset(llvip, train=6, val=3),
+                                   strict=False, progress=False, log=lambda _: None)
     out = tmp_path / "ds"
     config = yaml.safe_load(data_yaml.read_text())
     assert config == {"path": str(out.resolve()), "train": "images/train", "val": "images/val", "names": {0: "person"}}
@@ -73,7 +78,7 @@ def test_build_writes_labels_links_and_an_ultralytics_yaml(llvip, tmp_path):
 
 
 def test_rerun_is_idempotent_and_a_manifest_reuses_the_subset(llvip, tmp_path):
-    kwargs = dict(train=6, val=2, seed=1, progress=False, log=lambda _: None)
+    kwargs = dict(manifest=subset(llvip, train=6, val=2, seed=1), strict=False, progress=False, log=lambda _: None)
     build_yolo_dataset(llvip, llvip / "infrared", tmp_path / "ds", **kwargs)
     first = _read_labels(tmp_path / "ds")
     build_yolo_dataset(llvip, llvip / "infrared", tmp_path / "ds", **kwargs)
@@ -85,8 +90,7 @@ def test_rerun_is_idempotent_and_a_manifest_reuses_the_subset(llvip, tmp_path):
     flat.mkdir()
     for path in llvip.glob("visible/*/*.jpg"):
         shutil.copy(path, flat / path.name)
-    build_yolo_dataset(llvip, flat, tmp_path / "other", manifest=tmp_path / "ds" / "manifest.json",
-                       **{**kwargs, "seed": 99})
+    build_yolo_dataset(llvip, flat, tmp_path / "other", **{**kwargs, "manifest": tmp_path / "ds" / "manifest.json"})
     assert _read_labels(tmp_path / "other") == first
 
 
@@ -96,16 +100,30 @@ def test_missing_image_of_the_subset_is_an_error(llvip, tmp_path):
     for path in list(llvip.glob("infrared/train/*.jpg"))[:-1]:
         shutil.copy(path, partial / path.name)
     with pytest.raises(DataError, match="missing from"):
-        build_yolo_dataset(llvip, partial, tmp_path / "ds", train=8, val=2, progress=False, log=lambda _: None)
+        build_yolo_dataset(llvip, partial, tmp_path / "ds", manifest=subset(llvip, train=8, val=2), strict=False,
+                           progress=False, log=lambda _: None)
     assert not (tmp_path / "ds").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError, match="no images"):
-        build_yolo_dataset(llvip, empty, tmp_path / "ds", progress=False, log=lambda _: None)
+        build_yolo_dataset(llvip, empty, tmp_path / "ds", manifest=subset(llvip), strict=False, progress=False,
+                           log=lambda _: None)
+
+
+def test_a_subset_with_an_id_in_both_splits_is_refused_before_any_work(llvip, tmp_path):
+    drawn = subset(llvip, train=4, val=2)
+    overlapping = {**drawn, "val": drawn["val"] + drawn["train"][:1]}
+    with pytest.raises(DataError, match="both train and val"):
+        build_yolo_dataset(llvip, llvip / "infrared", tmp_path / "ds", manifest=overlapping, strict=False,
+                           progress=False, log=lambda _: None)
+    with pytest.raises(DataError, match="not an mmdrfuse YOLO subset"):
+        build_yolo_dataset(llvip, llvip / "infrared", tmp_path / "ds", manifest={"train": drawn["train"]},
+                           strict=False, progress=False, log=lambda _: None)
+    assert not (tmp_path / "ds").exists()
 
 
 def test_interrupted_rebuild_keeps_the_previous_dataset(llvip, tmp_path, monkeypatch):
-    kwargs = dict(train=4, val=2, progress=False, log=lambda _: None)
+    kwargs = dict(manifest=subset(llvip, train=4, val=2), strict=False, progress=False, log=lambda _: None)
     build_yolo_dataset(llvip, llvip / "infrared", tmp_path / "ds", **kwargs)
     before = _read_labels(tmp_path / "ds")
     calls = []
@@ -119,7 +137,7 @@ def test_interrupted_rebuild_keeps_the_previous_dataset(llvip, tmp_path, monkeyp
     real_link = yolo_module._link
     monkeypatch.setattr(yolo_module, "_link", failing_link)
     with pytest.raises(KeyboardInterrupt):
-        build_yolo_dataset(llvip, llvip / "visible", tmp_path / "ds", **{**kwargs, "seed": 5})
+        build_yolo_dataset(llvip, llvip / "visible", tmp_path / "ds", **{**kwargs, "manifest": subset(llvip, seed=5)})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
     assert _read_labels(tmp_path / "ds") == before
     monkeypatch.undo()
@@ -130,18 +148,20 @@ def test_interrupted_rebuild_keeps_the_previous_dataset(llvip, tmp_path, monkeyp
     assert not (tmp_path / "fresh").exists()
 
 
-def test_unannotated_and_badly_annotated_images_are_skipped(tmp_path):
-    root = generate(tmp_path / "llvip", train=6, test=2, size=(96, 96), seed=0, progress=False)
+def test_unannotated_and_badly_annotated_images_are_skipped(tmp_path, make_llvip):
+    root = make_llvip(train=6, test=2, size=(96, 96))
     (root / "Annotations" / "010002.xml").unlink()
     (root / "Annotations" / "010003.xml").write_text("not xml")
     messages = []
-    build_yolo_dataset(root, root / "infrared", tmp_path / "ds", progress=False, log=messages.append)
+    build_yolo_dataset(root, root / "infrared", tmp_path / "ds", manifest=subset(root), strict=False, progress=False,
+                       log=messages.append)
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["skipped"] == {"no_annotation": ["010002"], "bad_annotation": ["010003"], "bad_image": []}
     assert "010002" not in _read_labels(tmp_path / "ds")
     assert any("1 image(s) without annotation" in m for m in messages)
     with pytest.raises(DataError, match="010002.xml"):
-        build_yolo_dataset(root, root / "infrared", tmp_path / "strict", strict=True, progress=False, log=print)
+        build_yolo_dataset(root, root / "infrared", tmp_path / "strict", manifest=subset(root), strict=True,
+                           progress=False, log=print)
 
 
 def test_cli_on_the_real_samples(tmp_path, capsys):
@@ -158,15 +178,15 @@ def test_cli_on_the_real_samples(tmp_path, capsys):
     np.testing.assert_allclose(rows, expected, atol=1e-6)
 
 
-def test_resized_images_keep_normalised_labels_but_crops_are_rejected(tmp_path):
-    root = generate(tmp_path / "llvip", train=3, test=1, size=(160, 128), seed=0, progress=False)
+def test_resized_images_keep_normalised_labels_but_crops_are_rejected(tmp_path, make_llvip):
+    root = make_llvip(train=3, test=1, size=(160, 128))
     images = tmp_path / "fused"
     images.mkdir()
     for path in root.glob("infrared/*/*.jpg"):
         image = cv2.imread(str(path))
         size = (80, 64) if path.stem != "010002" else (160, 100)  # 010002 is cropped, not resized
         cv2.imwrite(str(images / f"{path.stem}.png"), cv2.resize(image, size) if size[1] == 64 else image[:100])
-    build_yolo_dataset(root, images, tmp_path / "ds", progress=False, log=lambda _: None)
+    build_yolo_dataset(root, images, tmp_path / "ds", manifest=subset(root), strict=False, progress=False, log=lambda _: None)
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["skipped"]["bad_annotation"] == ["010002"] and "010002.png" in manifest["problems"][0]
     labels = _read_labels(tmp_path / "ds")
@@ -190,7 +210,7 @@ def test_links_fall_back_to_hardlinks_then_copies(llvip, tmp_path, monkeypatch):
     def refuse(*_):
         raise OSError("not supported here")
 
-    kwargs = dict(train=2, val=1, progress=False, log=lambda _: None)
+    kwargs = dict(manifest=subset(llvip, train=2, val=1), strict=False, progress=False, log=lambda _: None)
     monkeypatch.setattr(yolo_module.os, "symlink", refuse)
     build_yolo_dataset(llvip, llvip / "infrared", tmp_path / "hard", **kwargs)
     assert json.loads((tmp_path / "hard" / "manifest.json").read_text())["links"] == ["hardlink"]

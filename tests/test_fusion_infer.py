@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_path
+from helpers import settings, write_pairs
 
 from mmdrfuse.cli import main
 from mmdrfuse.data.io import read_gray
 from mmdrfuse.errors import DataError
 from mmdrfuse.fusion.infer import fuse_arrays, fuse_folder, load_fusion_model
-from mmdrfuse.fusion.networks import Student, Teacher
+from mmdrfuse.fusion.networks import Student
 from mmdrfuse.fusion.scaling import to_uint8
 
 
@@ -27,48 +28,27 @@ def test_fuse_folder_feeds_infrared_as_channel_0(tmp_path, engine):
         student.conv1[1].weight[0, 0, 1, 1] = 1.0
         student.conv2[1].weight[0, 0, 1, 1] = 1.0
     torch.save(student.state_dict(), tmp_path / "pass_ir.pth")
-    rng = np.random.default_rng(0)
-    for name in ("ir", "vi"):
-        (tmp_path / name).mkdir()
-        cv2.imwrite(str(tmp_path / name / "a.png"), rng.integers(0, 256, (13, 11), dtype=np.uint8))
-    fuse_folder(model="student", weights=tmp_path / "pass_ir.pth", ir_dir=tmp_path / "ir", vi_dir=tmp_path / "vi",
-                out_dir=tmp_path / "out", device="cpu", scaling="clip", engine=engine, progress=False)
-    ir = read_gray(tmp_path / "ir" / "a.png")
+    ir_dir, vi_dir = write_pairs(tmp_path, [(13, 11)])
+    fuse_folder(**settings("fuse", weights=tmp_path / "pass_ir.pth", device="cpu", scaling="clip", engine=engine),
+                ir_dir=ir_dir, vi_dir=vi_dir, out_dir=tmp_path / "out", progress=False)
+    ir = read_gray(ir_dir / "000.png")
     expected = to_uint8(np.tanh(ir / 255.0), "clip")
-    assert np.abs(read_gray(tmp_path / "out" / "a.png").astype(int) - expected).max() <= 1
+    assert np.abs(read_gray(tmp_path / "out" / "000.png").astype(int) - expected).max() <= 1
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """Seeded random student and teacher state dicts (the tests must not need ../shared)."""
-    folder = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    paths = {}
-    for name, net in (("student", Student()), ("teacher", Teacher())):
-        paths[name] = folder / f"{name}.pth"
-        torch.save(net.state_dict(), paths[name])
-    return paths
-
-
-def write_pairs(root: Path, sizes, *, color_vi=True, seed=0):
-    """IR gray PNGs and visible colour PNGs (or JPEGs) named 000, 001, ... of the given (h, w)."""
-    rng = np.random.default_rng(seed)
-    (root / "ir").mkdir(parents=True)
-    (root / "vi").mkdir(parents=True)
-    for i, (h, w) in enumerate(sizes):
-        cv2.imwrite(str(root / "ir" / f"{i:03d}.png"), rng.integers(0, 256, (h, w), dtype=np.uint8))
-        vi = rng.integers(0, 256, (h, w, 3) if color_vi else (h, w), dtype=np.uint8)
-        cv2.imwrite(str(root / "vi" / f"{i:03d}.png"), vi)
-    return root / "ir", root / "vi"
+def fuse(weights, ir_dir, vi_dir, out_dir, *, stems=None, **options):
+    """``fuse_folder`` with the ``fuse`` command's settings (default.yaml) and ``options``, quiet."""
+    return fuse_folder(**settings("fuse", weights=weights, **options), ir_dir=ir_dir, vi_dir=vi_dir, out_dir=out_dir,
+                       stems=stems, progress=False)
 
 
 @pytest.mark.parametrize("model", ["student", "teacher"])
-def test_outputs_at_input_size_equal_manual_inference(tmp_path, weights, model):
-    ir_dir, vi_dir = write_pairs(tmp_path, [(17, 23), (17, 23), (17, 23), (20, 9)])
-    result = fuse_folder(model=model, weights=weights[model], ir_dir=ir_dir, vi_dir=vi_dir, out_dir=tmp_path / "out",
-                         device="cpu", batch=2, progress=False, engine="eager")  # fmt: skip
+def test_outputs_at_input_size_equal_manual_inference(tmp_path, random_weights, model):
+    ir_dir, vi_dir = write_pairs(tmp_path, [(17, 23), (17, 23), (17, 23), (20, 9)], color_vi=True)
+    weights = random_weights(model)
+    result = fuse(weights, ir_dir, vi_dir, tmp_path / "out", model=model, device="cpu", batch=2, engine="eager")
     assert result["n"] == 4 and result["seconds"] > 0 and result["seconds_per_image"] == result["seconds"] / 4
-    net = load_fusion_model(model, weights[model])
+    net = load_fusion_model(model, weights)
     for stem in ("000", "003"):
         out = cv2.imread(str(tmp_path / "out" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
         ir, vi = read_gray(ir_dir / f"{stem}.png"), read_gray(vi_dir / f"{stem}.png")
@@ -78,21 +58,19 @@ def test_outputs_at_input_size_equal_manual_inference(tmp_path, weights, model):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".mmdrfuse.json", "000.png", "001.png", "002.png", "003.png"]
 
 
-def test_clip_scaling_keeps_the_raw_output(tmp_path, weights):
-    ir_dir, vi_dir = write_pairs(tmp_path, [(16, 16)])
-    fuse_folder(model="student", weights=weights["student"], ir_dir=ir_dir, vi_dir=vi_dir, out_dir=tmp_path / "o",
-                scaling="clip", engine="eager", progress=False)  # fmt: skip
-    raw = fuse_arrays(load_fusion_model("student", weights["student"]), read_gray(ir_dir / "000.png"), read_gray(vi_dir / "000.png"))[0]
+def test_clip_scaling_keeps_the_raw_output(tmp_path, random_weights):
+    ir_dir, vi_dir = write_pairs(tmp_path, [(16, 16)], color_vi=True)
+    fuse(random_weights(), ir_dir, vi_dir, tmp_path / "o", scaling="clip", engine="eager")
+    raw = fuse_arrays(load_fusion_model("student", random_weights()), read_gray(ir_dir / "000.png"), read_gray(vi_dir / "000.png"))[0]
     out = cv2.imread(str(tmp_path / "o" / "000.png"), cv2.IMREAD_UNCHANGED)
     assert np.array_equal(out, np.clip(raw * 255 + 0.5, 0, 255).astype(np.uint8))
 
 
-def test_fast_engine_matches_eager(tmp_path, weights):
+def test_fast_engine_matches_eager(tmp_path, random_weights):
     pytest.importorskip("mmdrfuse.fusion.fast_student")
-    ir_dir, vi_dir = write_pairs(tmp_path, [(31, 45), (31, 45)])
+    ir_dir, vi_dir = write_pairs(tmp_path, [(31, 45), (31, 45)], color_vi=True)
     for engine in ("eager", "fast"):
-        result = fuse_folder(model="student", weights=weights["student"], ir_dir=ir_dir, vi_dir=vi_dir,
-                             out_dir=tmp_path / engine, engine=engine, device="cpu", progress=False)  # fmt: skip
+        result = fuse(random_weights(), ir_dir, vi_dir, tmp_path / engine, engine=engine, device="cpu")
         assert result["engine"] == engine
     for stem in ("000", "001"):
         a = cv2.imread(str(tmp_path / "eager" / f"{stem}.png"), cv2.IMREAD_UNCHANGED).astype(int)
@@ -100,10 +78,9 @@ def test_fast_engine_matches_eager(tmp_path, weights):
         assert np.abs(a - b).max() <= 1
 
 
-def test_ycbcr_keeps_the_visible_chroma(tmp_path, weights):
-    ir_dir, vi_dir = write_pairs(tmp_path, [(24, 30)])
-    fuse_folder(model="student", weights=weights["student"], ir_dir=ir_dir, vi_dir=vi_dir, out_dir=tmp_path / "c",
-                color="ycbcr", engine="eager", progress=False)  # fmt: skip
+def test_ycbcr_keeps_the_visible_chroma(tmp_path, random_weights):
+    ir_dir, vi_dir = write_pairs(tmp_path, [(24, 30)], color_vi=True)
+    fuse(random_weights(), ir_dir, vi_dir, tmp_path / "c", color="ycbcr", engine="eager")
     out = cv2.imread(str(tmp_path / "c" / "000.png"), cv2.IMREAD_UNCHANGED)
     assert out.shape == (24, 30, 3)
     vi_ycrcb = cv2.cvtColor(cv2.imread(str(vi_dir / "000.png")), cv2.COLOR_BGR2YCrCb).astype(int)
@@ -112,19 +89,17 @@ def test_ycbcr_keeps_the_visible_chroma(tmp_path, weights):
     inside = (out.min(axis=2) > 0) & (out.max(axis=2) < 255)
     assert np.abs(out_ycrcb[..., 1:] - vi_ycrcb[..., 1:])[inside].max() <= 2
     # Y is the fused visible Y (= BGR2GRAY) with the IR
-    net = load_fusion_model("student", weights["student"])
+    net = load_fusion_model("student", random_weights())
     y = to_uint8(fuse_arrays(net, read_gray(ir_dir / "000.png"), vi_ycrcb[..., 0].astype(np.uint8))[0], "minmax")
     assert np.abs(out_ycrcb[..., 0] - y.astype(int))[inside].max() <= 2
 
 
-def test_stems_restrict_to_a_subset(tmp_path, weights):
-    ir_dir, vi_dir = write_pairs(tmp_path, [(16, 16)] * 3)
-    fuse_folder(model="student", weights=weights["student"], ir_dir=ir_dir, vi_dir=vi_dir, out_dir=tmp_path / "s",
-                stems=["002", "000"], progress=False)  # fmt: skip
+def test_stems_restrict_to_a_subset(tmp_path, random_weights):
+    ir_dir, vi_dir = write_pairs(tmp_path, [(16, 16)] * 3, color_vi=True)
+    fuse(random_weights(), ir_dir, vi_dir, tmp_path / "s", stems=["002", "000"])
     assert sorted(p.name for p in (tmp_path / "s").glob("*.png")) == ["000.png", "002.png"]
     with pytest.raises(DataError, match="007"):
-        fuse_folder(model="student", weights=weights["student"], ir_dir=ir_dir, vi_dir=vi_dir, out_dir=tmp_path / "s",
-                    stems=["007"], progress=False)  # fmt: skip
+        fuse(random_weights(), ir_dir, vi_dir, tmp_path / "s", stems=["007"])
 
 
 def fuse_cli(ir_dir, vi_dir, out, weights, *extra):
@@ -132,10 +107,10 @@ def fuse_cli(ir_dir, vi_dir, out, weights, *extra):
                  "--out", str(out), "--quiet", *extra])  # fmt: skip
 
 
-def test_bad_input_is_named_and_leaves_no_output(tmp_path, weights, capsys):
-    ir_dir, vi_dir = write_pairs(tmp_path, [(16, 16)] * 4)
+def test_bad_input_is_named_and_leaves_no_output(tmp_path, random_weights, capsys):
+    ir_dir, vi_dir = write_pairs(tmp_path, [(16, 16)] * 4, color_vi=True)
     out = tmp_path / "out"
-    w = weights["student"]
+    w = random_weights()
 
     (ir_dir / "004.png").write_bytes((ir_dir / "000.png").read_bytes())  # no visible partner
     assert fuse_cli(ir_dir, vi_dir, out, w) == 2
@@ -179,7 +154,7 @@ def test_bad_input_is_named_and_leaves_no_output(tmp_path, weights, capsys):
 def test_without_weights_the_error_says_to_pass_them(tmp_path):
     ir_dir, vi_dir = write_pairs(tmp_path, [(16, 16)])
     with pytest.raises(FileNotFoundError, match="--weights"):
-        fuse_folder(model="teacher", ir_dir=ir_dir, vi_dir=vi_dir, out_dir=tmp_path / "o", progress=False)
+        fuse(None, ir_dir, vi_dir, tmp_path / "o", model="teacher")
     assert not (tmp_path / "o").exists()
 
 
@@ -205,8 +180,7 @@ def test_released_student_reproduces_roadscene_sd_and_cc(tmp_path, official_weig
 def test_released_teacher_on_odd_sized_roadscene_and_mri_pet(tmp_path, official_weights):
     for name, ir_sub, vi_sub, stems in (("RoadScene", "ir", "vi", ["FLIR_00211"]), ("MRI_PET", "PET", "MRI", ["11"])):
         ir_dir, vi_dir = shared_path("datasets", name, ir_sub), shared_path("datasets", name, vi_sub)
-        fuse_folder(model="teacher", weights=official_weights["teacher"], ir_dir=ir_dir, vi_dir=vi_dir,
-                    out_dir=tmp_path / name, stems=stems, device="cpu", progress=False)  # fmt: skip
+        fuse(official_weights["teacher"], ir_dir, vi_dir, tmp_path / name, model="teacher", stems=stems, device="cpu")
         for stem in stems:
             out = cv2.imread(str(tmp_path / name / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
             assert out.shape == read_gray(next(ir_dir.glob(stem + ".*"))).shape

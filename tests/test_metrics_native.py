@@ -1,6 +1,9 @@
 """The C symmetric filter behind the CPU paths of VIF and SSIM: against OpenCV, and the fallback without it."""
 from __future__ import annotations
 
+from fnmatch import fnmatch
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ import torch
 from mmdrfuse import native
 from mmdrfuse.metrics import METRICS, native_filter
 from mmdrfuse.metrics.filters import gaussian_kernel_1d
-from mmdrfuse.metrics.ssim import ssim
+from mmdrfuse.metrics.ssim import ssim, ssim_means_numpy
 from mmdrfuse.metrics.vif import visual_information_fidelity
 
 
@@ -140,3 +143,49 @@ def test_kernel_builds_into_an_empty_cache(monkeypatch, tmp_path):
     assert native_filter.available()
     built = list((tmp_path / "cache").iterdir())
     assert len(built) == 1 and built[0].name.startswith("symmetric_filter-") and built[0].suffix == ".so"
+
+
+def test_an_edited_kernel_is_rebuilt_not_loaded_stale(monkeypatch, tmp_path):
+    """The cache key covers the C text: a changed kernel gets its own library, and that one is loaded."""
+    if native.find_compiler() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.delenv("MMDRFUSE_NO_NATIVE", raising=False)
+    monkeypatch.setenv("MMDRFUSE_CACHE", str(tmp_path))
+    plane, kernel = np.random.default_rng(3).random((12, 14)), np.array([0.25, 0.5, 0.25])
+
+    def mean_of_plane():
+        monkeypatch.setattr(native_filter, "_library", {})
+        out = np.empty((10, 12))
+        assert native_filter.local_moments(plane, None, kernel, [out])
+        return out
+
+    original = mean_of_plane()
+    source = native_filter.kernel_source()
+    assert source.count("h[x] = acc;") == 1
+    monkeypatch.setattr(native_filter, "kernel_source", lambda: source.replace("h[x] = acc;", "h[x] = 2.0 * acc;"))
+    np.testing.assert_allclose(mean_of_plane(), 2 * original, rtol=1e-15)
+    assert len(list(tmp_path.glob("symmetric_filter-*.so"))) == 2
+
+
+def test_kernel_source_is_shipped_as_package_data():
+    """An editable install reads the .c from the source tree; a wheel has it only if package-data names it."""
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    patterns = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]["mmdrfuse"]
+    assert any(fnmatch(f"metrics/{native_filter.KERNEL_FILE}", pattern) for pattern in patterns), patterns
+    assert "int local_moments(" in native_filter.kernel_source()
+
+
+def test_ssim_means_of_one_reference_equal_ssim_of_each_pair():
+    """The CPU path's public entry (VIFB's SSIM calls it): x's statistics shared, the means of ssim()."""
+    rng = np.random.default_rng(7)
+    x, *ys = (rng.integers(0, 256, (40, 37)).astype(np.float64) for _ in range(3))
+    options = (255.0, "gaussian", 11, 1.5, 0.01, 0.03, False)
+    means = ssim_means_numpy(x, ys, *options)
+    as_tensor = lambda a: torch.from_numpy(a)[None, None]  # noqa: E731
+    expected = [float(ssim(as_tensor(x), as_tensor(y), data_range=255.0)) for y in ys]
+    np.testing.assert_allclose(means, expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="one shape"):
+        ssim_means_numpy(x, [ys[0][:-1]], *options)
+    with pytest.raises(ValueError, match="float64"):
+        ssim_means_numpy(x.astype(np.float32), ys, *options)

@@ -10,10 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
-import torch
+from helpers import settings, write_pairs
 
 from mmdrfuse.cli import main
 from mmdrfuse.data.patches import load_patches, prepare_patches
@@ -21,28 +19,15 @@ from mmdrfuse.data.synthetic import generate
 from mmdrfuse.detection.methods import parse_method
 from mmdrfuse.errors import DataError
 from mmdrfuse.fusion.infer import fuse_folder
-from mmdrfuse.fusion.networks import Student
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = ".mmdrfuse.json"  # mmdrfuse.files.MARKER, spelled out so these tests import on the code before it
 SYNTHETIC = ["--train", "4", "--test", "2", "--size", "160x128", "--quiet"]
 
 
-@pytest.fixture
-def student_weights(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "student.pth"
-    torch.save(Student().state_dict(), path)
-    return path
-
-
-def write_pairs(folder: Path, count: int, size=(16, 12)):
-    rng = np.random.default_rng(count)
-    for name in ("ir", "vi"):
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            cv2.imwrite(str(folder / name / f"{i:03d}.png"), rng.integers(0, 256, size[::-1], dtype=np.uint8))
-    return folder / "ir", folder / "vi"
+def fuse(weights, ir_dir, vi_dir, out_dir):
+    """``fuse_folder`` of the student with the ``fuse`` command's settings (default.yaml), quiet."""
+    return fuse_folder(**settings("fuse", weights=weights), ir_dir=ir_dir, vi_dir=vi_dir, out_dir=out_dir, progress=False)
 
 
 def test_prepare_patches_never_deletes_a_folder_holding_the_input_or_other_files(tmp_path, capsys):
@@ -83,20 +68,21 @@ def test_method_names_cannot_escape_the_output_folder(tmp_path):
     assert parse_method(f"my-method_2={tmp_path}")[0] == "my-method_2"
 
 
-def test_fuse_into_an_existing_output_holds_exactly_the_last_run(tmp_path, student_weights):
-    three = write_pairs(tmp_path / "three", 3)
-    two = write_pairs(tmp_path / "two", 2)
+def test_fuse_into_an_existing_output_holds_exactly_the_last_run(tmp_path, random_weights):
+    three = write_pairs(tmp_path / "three", [(12, 16)] * 3)
+    two = write_pairs(tmp_path / "two", [(12, 16)] * 2)
     out = tmp_path / "o"
     for ir, vi in (three, two):
-        fuse_folder(model="student", weights=student_weights, ir_dir=ir, vi_dir=vi, out_dir=out, progress=False)
+        fuse(random_weights(), ir, vi, out)
     assert sorted(p.name for p in out.glob("*.png")) == ["000.png", "001.png"]
     manifest = json.loads((out / MARKER).read_text())
     assert manifest["command"] == "fuse" and manifest["settings"]["images"] == 2
     assert manifest["settings"]["inputs"] == [str(two[0].resolve()), str(two[1].resolve())]
 
 
-def test_fuse_moves_its_outputs_in_one_step(tmp_path, student_weights, monkeypatch):
-    ir, vi = write_pairs(tmp_path, 3)
+def test_fuse_moves_its_outputs_in_one_step(tmp_path, random_weights, monkeypatch):
+    ir, vi = write_pairs(tmp_path, [(12, 16)] * 3)
+    weights = random_weights()
     real_replace, calls = os.replace, []
 
     def failing_replace(src, dst):
@@ -107,7 +93,7 @@ def test_fuse_moves_its_outputs_in_one_step(tmp_path, student_weights, monkeypat
 
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError):
-        fuse_folder(model="student", weights=student_weights, ir_dir=ir, vi_dir=vi, out_dir=tmp_path / "o", progress=False)
+        fuse(weights, ir, vi, tmp_path / "o")
     assert not list((tmp_path / "o").glob("*.png"))  # glob of a missing folder is empty too
 
 
@@ -133,7 +119,7 @@ def test_sigterm_removes_staging_and_exits_143(tmp_path):
     assert not list(tmp_path.glob(".syn.*")) and not out.exists()
 
 
-def test_the_next_run_clears_stale_staging_of_its_own(tmp_path):
+def test_the_next_run_clears_stale_staging_of_its_own(tmp_path, random_weights):
     dead = _dead_pid()
     stale = tmp_path / f".syn.partial-{dead}-abc123"
     stale.mkdir()
@@ -142,7 +128,7 @@ def test_the_next_run_clears_stale_staging_of_its_own(tmp_path):
     alive.mkdir()
     other = tmp_path / f".other.partial-{dead}-abc"  # another output's staging: left alone
     other.mkdir()
-    generate(tmp_path / "syn", train=1, test=0, size=(64, 64), progress=False)
+    generate(tmp_path / "syn", **settings("prepare_synthetic", train=1, test=0, size=(64, 64)), progress=False)
     assert not stale.exists() and alive.exists() and other.exists()
 
     out = tmp_path / "fused"
@@ -151,16 +137,16 @@ def test_the_next_run_clears_stale_staging_of_its_own(tmp_path):
     legacy.mkdir()
     old = time.time() - 7200
     os.utime(legacy, (old, old))
-    ir, vi = write_pairs(tmp_path / "pairs", 1)
-    torch.save(Student().state_dict(), tmp_path / "w.pth")
-    fuse_folder(model="student", weights=tmp_path / "w.pth", ir_dir=ir, vi_dir=vi, out_dir=out, progress=False)
+    ir, vi = write_pairs(tmp_path / "pairs", [(12, 16)])
+    fuse(random_weights(), ir, vi, out)
     assert sorted(p.name for p in out.iterdir()) == [MARKER, "000.png"]
 
 
-def test_prepare_patches_checks_free_space_before_sizing_memory_maps(tmp_path, monkeypatch):
-    root = generate(tmp_path / "llvip", train=2, test=0, size=(128, 128), progress=False)
+def test_prepare_patches_checks_free_space_before_sizing_memory_maps(tmp_path, make_llvip, monkeypatch):
+    root = make_llvip(train=2, test=0, size=(128, 128))
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=1024))
     with pytest.raises(DataError, match="free disk space"):
-        prepare_patches(root, size=64, stride=64, out=tmp_path / "store", progress=False, log=lambda _: None)
+        prepare_patches(root, **settings("prepare_patches", size=64, stride=64), out=tmp_path / "store", progress=False,
+                        log=lambda _: None)
     assert not (tmp_path / "store").exists() and not list(tmp_path.glob(".store.*"))

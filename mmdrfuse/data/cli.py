@@ -32,8 +32,8 @@ def prepare_yolo_command(*, root, images, out, train, val, seed, manifest, selec
         return 0
     if not images or not out:
         raise ValueError("--images and --out are required (or --select FILE to only draw the subset)")
-    build_yolo_dataset(root, images, out, train=train, val=val, seed=seed, manifest=manifest, strict=strict,
-                       overwrite=overwrite, progress=not quiet)
+    subset = manifest if manifest else select_subset(root, train=train, val=val, seed=seed)
+    build_yolo_dataset(root, images, out, manifest=subset, strict=strict, overwrite=overwrite, progress=not quiet)
     return 0
 
 

@@ -269,11 +269,11 @@ def pair_problems(pair: LLVIPPair, *, annotations: bool = True, decode: bool = F
 
 def validate(
     root: PathLike,
-    split: Optional[str] = None,
+    split: Optional[str],
     *,
-    strict: bool = False,
-    annotations: bool = True,
-    decode: bool = False,
+    strict: bool,
+    annotations: bool,
+    decode: bool,
     progress: bool = False,
 ) -> ValidationReport:
     """Check an LLVIP folder: images without a partner, unreadable images, size mismatch
@@ -281,8 +281,9 @@ def validate(
     empty or outside the image; with ``decode`` every image is decoded in full (slower; finds
     truncated and corrupt files that headers do not show). ``split=None`` checks every split present.
 
-    By default bad pairs are left out of ``report.ok`` and listed in ``report.problems``;
-    with ``strict`` the first problem raises DataError naming the file.
+    Bad pairs are left out of ``report.ok`` and listed in ``report.problems``; with ``strict``
+    the first problem raises DataError naming the file. The settings are those of the
+    ``validate`` section of mmdrfuse/cfg/default.yaml (``annotations`` = not ``no_annotations``).
     """
     root = check_root(root)
     splits: Sequence[str] = available_splits(root) if split is None else [split]

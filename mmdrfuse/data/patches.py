@@ -90,20 +90,23 @@ def choose_pairs(ids: List[str], count: int, seed: int) -> List[str]:
 def prepare_patches(
     root: PathLike,
     *,
-    split: str = "train",
-    pairs: int = 200,
-    size: int = 128,
-    stride: int = 128,
-    seed: int = 0,
+    split: str,
+    pairs: int,
+    size: int,
+    stride: int,
+    seed: int,
+    depth_range: DepthRange,
+    strict: bool,
     out: PathLike,
     export_images: bool = False,
-    strict: bool = False,
     progress: bool = True,
     overwrite: bool = True,
-    depth_range: DepthRange = "minmax",
     log=print,
 ) -> Path:
     """Cut ``pairs`` seeded-random pairs of an LLVIP ``split`` into a patch store at ``out``.
+
+    The settings (``split`` to ``strict``) are the keys of the ``prepare_patches`` section of
+    mmdrfuse/cfg/default.yaml, which holds their defaults (``mmdrfuse.config.defaults``).
 
     Bad pairs (no partner, size mismatch, unreadable headers, pixels that do not decode) are
     skipped and counted, or with ``strict`` stop the build. Images deeper than 8 bits are
@@ -115,7 +118,7 @@ def prepare_patches(
     depth_range = parse_depth_range(depth_range)
     check_output_outside_inputs(out, root)
     check_output_folder(out, COMMAND, overwrite=overwrite)
-    report = validate(root, split, strict=strict, annotations=False)
+    report = validate(root, split, strict=strict, annotations=False, decode=False)  # each chosen pair is decoded below
     if report.problems:
         log(f"skipping {report.skipped} bad pair(s) of {report.checked} ({len(report.problems)} problem(s)); "
             f"first: {report.problems[0][0]}: {report.problems[0][1]}")

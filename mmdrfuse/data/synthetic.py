@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -31,13 +31,11 @@ from mmdrfuse.errors import DataError
 from mmdrfuse.files import atomic_directory, check_output_folder, write_bytes_atomic, write_text_atomic
 
 MODALITY_KINDS = ("both", "ir", "vi")
-SCENE_DEFAULTS = {
-    "pedestrians": (2, 6),  # inclusive range of pedestrians per image
-    "height": (0.15, 0.4),  # pedestrian height as a fraction of the image height
-    "ir_only": 0.3,  # fraction of pedestrians only the infrared camera sees (in darkness)
-    "vi_only": 0.2,  # fraction only the visible camera sees (behind glass)
-    "noise": 0.02,  # visible sensor read noise, std in [0, 1] units (plus shot noise)
-}
+# The scene settings, keys of the prepare_synthetic section of mmdrfuse/cfg/default.yaml (their
+# defaults and help live there): pedestrians (inclusive MIN,MAX per image), height (MIN,MAX as a
+# fraction of the image height), ir_only and vi_only (fractions seen by one camera only).
+SCENE_OPTIONS = ("pedestrians", "height", "ir_only", "vi_only")
+READ_NOISE = 0.02  # visible sensor read noise, std in [0, 1] units (plus shot noise); not a command option
 FIRST_ID = {"train": 10001, "test": 190001}  # LLVIP's own id ranges start like this
 
 _LAMP_BGR = np.array([0.55, 0.82, 1.0], dtype=np.float32)  # sodium-vapour orange
@@ -61,13 +59,11 @@ def _min_max(value, name: str) -> Tuple[float, float]:
     return float(items[0]), float(items[1])
 
 
-def _scene_options(options: dict) -> dict:
-    unknown = sorted(set(options) - set(SCENE_DEFAULTS))
-    if unknown:
-        raise TypeError(f"unknown scene option(s): {', '.join(unknown)}; known: {', '.join(SCENE_DEFAULTS)}")
-    merged = {**SCENE_DEFAULTS, **options}
-    merged["pedestrians"] = tuple(int(v) for v in _min_max(merged["pedestrians"], "pedestrians"))
-    merged["height"] = tuple(float(v) for v in _min_max(merged["height"], "height"))
+def _scene_options(*, pedestrians, height, ir_only: float, vi_only: float, noise: float) -> dict:
+    """The scene settings checked, with the ranges as tuples (``"MIN,MAX"`` strings accepted)."""
+    merged = {"pedestrians": tuple(int(v) for v in _min_max(pedestrians, "pedestrians")),
+              "height": tuple(float(v) for v in _min_max(height, "height")),
+              "ir_only": ir_only, "vi_only": vi_only, "noise": noise}
     low, high = merged["pedestrians"]
     if not 0 <= low <= high:
         raise ValueError(f"pedestrians range must satisfy 0 <= min <= max, got {merged['pedestrians']}")
@@ -263,22 +259,24 @@ def _glass_pane(zone, albedo: np.ndarray, temperature: np.ndarray, texture: np.n
     cv2.rectangle(albedo, (x0, y0), (x1 - 1, y1 - 1), (0.35, 0.35, 0.35), frame)
 
 
-def render_pair(rng: np.random.Generator, size: Tuple[int, int] = (640, 512), **scene_options):
+def render_pair(rng: np.random.Generator, size: Tuple[int, int], *, pedestrians, height, ir_only: float,
+                vi_only: float, noise: float = READ_NOISE):
     """Render one SYNTHETIC night street scene.
 
     Returns ``(ir, vi, boxes)``: ``ir`` uint8 (H, W) gray, ``vi`` uint8 (H, W, 3) BGR, and
     one dict per pedestrian ``{"label": "person", "xmin", "ymin", "xmax", "ymax",
     "modality": "both" | "ir" | "vi"}`` in pixels (``xmax``/``ymax`` exclusive). ``size``
-    is ``(W, H)``. Scene options (defaults in ``SCENE_DEFAULTS``): ``pedestrians=(min, max)``
-    count per image, ``height=(min, max)`` as a fraction of H, ``ir_only`` and ``vi_only``
-    fractions (the rest are seen by both), ``noise`` (visible read noise std in [0, 1]).
+    is ``(W, H)``. Scene settings (``SCENE_OPTIONS``, defaults in default.yaml's
+    ``prepare_synthetic``): ``pedestrians=(min, max)`` count per image, ``height=(min, max)``
+    as a fraction of H, ``ir_only`` and ``vi_only`` fractions (the rest are seen by both);
+    ``noise`` is the visible read noise std in [0, 1].
 
     Image formation: ``vi = albedo * illumination * lamp_colour + emission + noise`` with
     noise std ``noise + 0.03 sqrt(signal)`` (read + shot noise); ``ir = blur(temperature)``
     plus a little noise, temperature in [0, 1] mapped to 0..255.
     """
-    options = _scene_options(scene_options)
-    width, height = int(size[0]), int(size[1])
+    options = _scene_options(pedestrians=pedestrians, height=height, ir_only=ir_only, vi_only=vi_only, noise=noise)
+    width, height = int(size[0]), int(size[1])  # from here on height is the image's, no longer the pedestrians' range
     shape = (height, width)
     if width < 32 or height < 32:
         raise ValueError(f"image size must be at least 32x32, got {width}x{height}")
@@ -395,23 +393,30 @@ Same seed and options give the same files.
 def generate(
     out: PathLike,
     *,
-    train: int = 40,
-    test: int = 10,
-    size: Tuple[int, int] = (640, 512),
-    seed: int = 0,
+    train: int,
+    test: int,
+    size: Union[str, Tuple[int, int]],
+    seed: int,
+    pedestrians,
+    height,
+    ir_only: float,
+    vi_only: float,
     progress: bool = True,
     jpeg_quality: int = 95,
     overwrite: bool = True,
-    **scene_options,
 ) -> Path:
     """Write a SYNTHETIC LLVIP-like dataset to ``out`` (built atomically) and return ``out``.
+
+    The settings (``train`` to ``vi_only``) are the keys of the ``prepare_synthetic`` section
+    of mmdrfuse/cfg/default.yaml, which holds their defaults (``mmdrfuse.config.defaults``);
+    ``size`` is ``"WxH"`` or ``(W, H)``, the ranges ``"MIN,MAX"`` or a pair (see :func:`render_pair`).
 
     Pair ``i`` of a split is rendered with ``numpy.random.default_rng([seed, split, i])``, so
     a pair does not depend on how many others are asked for. An existing ``out`` is replaced
     only when it is an earlier output of this command and ``overwrite`` (else DataError).
     """
-    width, height = parse_size(size)
-    options = _scene_options(scene_options)
+    options = _scene_options(pedestrians=pedestrians, height=height, ir_only=ir_only, vi_only=vi_only, noise=READ_NOISE)
+    width, height = parse_size(size)  # from here on height is the image's, no longer the pedestrians' range
     if train < 0 or test < 0 or train + test == 0:
         raise DataError(f"need a positive number of pairs, got train={train}, test={test}")
     out = Path(out)

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -62,7 +62,7 @@ def yolo_labels(annotation: Annotation, fallback_size: Optional[Tuple[int, int]]
     return lines
 
 
-def select_subset(root: PathLike, *, train: int = 2000, val: int = 250, seed: int = 0) -> dict:
+def select_subset(root: PathLike, *, train: int, val: int, seed: int) -> dict:
     """Draw the train/val ids once for a seed (``numpy.random.default_rng(seed)``).
 
     Train ids come from the official train split, val ids from the official test split;
@@ -128,11 +128,16 @@ def read_manifest(path: PathLike) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise DataError(f"malformed manifest {path}: {error}") from None
-    subset = manifest.get("subset", manifest)
+    return _checked_subset(manifest.get("subset", manifest), path)
+
+
+def _checked_subset(subset: dict, path: Optional[Path] = None) -> dict:
+    """``subset`` when it is a subset manifest with disjoint train and val ids; else DataError naming ``path``."""
+    where = f"manifest {path}" if path is not None else "the subset given"
     if subset.get("format") != MANIFEST_FORMAT or not isinstance(subset.get("train"), list):
-        raise DataError(f"not an mmdrfuse YOLO subset manifest: {path}")
+        raise DataError(f"not an mmdrfuse YOLO subset manifest: {path if path is not None else where}")
     if set(subset["train"]) & set(subset["val"]):
-        raise DataError(f"manifest {path} has ids in both train and val")
+        raise DataError(f"{where} has ids in both train and val")
     return subset
 
 
@@ -197,20 +202,18 @@ def build_yolo_dataset(
     images: PathLike,
     out: PathLike,
     *,
-    train: int = 2000,
-    val: int = 250,
-    seed: int = 0,
-    manifest: Optional[PathLike] = None,
-    strict: bool = False,
+    manifest: Union[PathLike, dict],
+    strict: bool,
     progress: bool = True,
     overwrite: bool = True,
     log=print,
 ) -> Path:
     """Build a YOLO dataset at ``out`` from LLVIP annotations and ``images`` (one per id).
 
-    The subset is ``select_subset(root, train, val, seed)`` or the one recorded in
-    ``manifest``. Ids without annotation, with a malformed one or with bad boxes are skipped
-    and counted (``strict``: DataError at the first); an id missing from ``images`` is always
+    The subset is ``manifest``: a :func:`select_subset` dict, or the path of a file holding one
+    (its output, or the manifest.json of a built dataset), so every method gets the same ids.
+    Ids without annotation, with a malformed one or with bad boxes are skipped and counted
+    (``strict``: DataError at the first; the ``prepare_yolo`` setting); an id missing from ``images`` is always
     an error, since methods must be compared on the same images. An image may be a resize of
     the annotated one (labels are normalised); another aspect ratio is a bad annotation.
     Boxes are normalised by the real size of the annotated LLVIP image (``root``'s infrared
@@ -225,7 +228,7 @@ def build_yolo_dataset(
     root, images, out = Path(root), Path(images), Path(out)
     check_output_outside_inputs(out, root, images)
     check_output_folder(out, COMMAND, overwrite=overwrite)
-    subset = read_manifest(manifest) if manifest is not None else select_subset(root, train=train, val=val, seed=seed)
+    subset = _checked_subset(manifest) if isinstance(manifest, dict) else read_manifest(manifest)
     for note in subset.get("notes", []):
         log(note)
     index = _image_index(images)

@@ -82,12 +82,14 @@ def make_method_images(
     if name in NETWORK_METHODS:
         if weights is None:
             raise DataError(f"built-in method {name!r} needs --{name}-weights PATH (no {name} weights ship yet)")
+        from mmdrfuse.config import defaults
         from mmdrfuse.fusion.infer import fuse_folder
 
         # One run over both splits: fuse_folder replaces its output folder as a whole.
         timing = fuse_folder(
-            model=name, weights=weights, pairs=[(pair.id, pair.ir, pair.vi) for pair in pairs],
-            out_dir=out_dir, device=device, scaling=scaling, color="gray", batch=batch, progress=progress,
+            **{**defaults("fuse"), "model": name, "weights": weights, "device": device, "scaling": scaling,
+               "color": "gray", "batch": batch}, pairs=[(pair.id, pair.ir, pair.vi) for pair in pairs],
+            out_dir=out_dir, progress=progress,
         )
         return 1000.0 * float(timing["seconds"]) / max(int(timing["n"]), 1)
 

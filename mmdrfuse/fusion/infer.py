@@ -184,24 +184,27 @@ def _batches(stems: Sequence[str], sizes: Dict[str, Tuple[int, int]], batch: int
 def fuse_folder(
     *,
     model: str,
-    weights: Optional[PathLike] = None,
+    weights: Optional[PathLike],
+    device: str,
+    scaling: str,
+    color: str,
+    batch: int,
+    engine: str,
+    depth_range: DepthRange,
+    out_dir: PathLike,
     ir_dir: Optional[PathLike] = None,
     vi_dir: Optional[PathLike] = None,
-    out_dir: PathLike,
-    device: str = "auto",
-    scaling: str = "minmax",
-    color: str = "gray",
-    batch: int = 8,
     stems: Optional[Iterable[str]] = None,
     progress: bool = True,
-    engine: str = "auto",
     workers: Optional[int] = None,
     pairs: Optional[Sequence[Tuple[str, PathLike, PathLike]]] = None,
     overwrite: bool = True,
-    depth_range: DepthRange = "minmax",
 ) -> Dict[str, object]:
     """Fuse every pair of ``ir_dir`` / ``vi_dir`` (matched by stem, or the ids in ``stems``) into ``out_dir/<stem>.png``.
 
+    The settings (``model`` to ``depth_range``) are the keys of the ``fuse`` section of
+    mmdrfuse/cfg/default.yaml, which holds their defaults (``mmdrfuse.config.defaults("fuse")``);
+    ``weights=None`` is the package's own weights of ``model``.
     ``pairs``, a list of ``(stem, ir_path, vi_path)``, replaces the folders (pairs from several
     folders into one output). Images deeper than 8 bits are mapped by ``depth_range``
     (mmdrfuse.data.io). ``overwrite``: replace an earlier ``fuse`` output in ``out_dir``.

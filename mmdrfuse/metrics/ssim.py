@@ -52,7 +52,7 @@ def ssim(
     if filters.use_opencv(x) and filters.use_opencv(y):
         options = (data_range, window, window_size, sigma, k1, k2, sample_covariance)
         planes = [[image[i, 0].detach().to(torch.float64).numpy() for image in (x, y)] for i in range(x.shape[0])]
-        means = [_ssim_means_numpy(x_plane, [y_plane], *options)[0] for x_plane, y_plane in planes]
+        means = [ssim_means_numpy(x_plane, [y_plane], *options)[0] for x_plane, y_plane in planes]
         return torch.tensor(means, dtype=torch.float64).to(x.dtype)
     total = 0.0
     for rows in row_bands(x, window_size):
@@ -78,16 +78,30 @@ def _ssim_map(x, y, data_range, window, window_size, sigma, k1, k2, sample_covar
     return ((2 * mu_xy + c1) * (2 * cov_xy + c2)) / ((mu_sq + c1) * (var_sum + c2))
 
 
-def _ssim_means_numpy(
+def ssim_means_numpy(
     x: np.ndarray, ys: Sequence[np.ndarray], data_range, window, window_size, sigma, k1, k2, sample_covariance
 ) -> list:
-    """Mean SSIM of one (H, W) float64 array against each of ``ys`` on the CPU, over bands of rows.
+    """Mean SSIM of one (H, W) float64 array against each of ``ys`` on the CPU, over bands of rows:
+    :func:`ssim`'s CPU path (same options) for one reference and several images.
 
     x's local statistics are shared by all pairs. With :math:`\\sigma` unnormalised (population)
     moments, the sample-covariance factor n = N / (N - 1) cancels into :math:`C_2 / n`:
     :math:`(2\\sigma_{xy} n + C_2) / ((\\sigma_x^2 + \\sigma_y^2) n + C_2) = (2\\sigma_{xy} + C_2 / n) / (\\sigma_x^2 + \\sigma_y^2 + C_2 / n)`.
     Planes are row-cropped only (contiguous); the border columns are cropped when summing.
+
+    Args:
+        x: float64 (H, W) array, H and W at least ``window_size``.
+        ys: float64 (H, W) arrays.
+    Returns:
+        ``[mean SSIM of x and ys[k] for each k]`` over the valid region.
     """
+    if x.ndim != 2 or x.dtype != np.float64 or any(y.shape != x.shape or y.dtype != np.float64 for y in ys):
+        raise ValueError(f"ssim_means_numpy expects float64 (H, W) arrays of one shape, got {x.dtype} {x.shape} and "
+                         f"{[(str(y.dtype), y.shape) for y in ys]}")
+    if min(x.shape) < window_size:
+        raise ValueError(f"images of size {x.shape} are smaller than the {window_size}x{window_size} window")
+    if window not in ("gaussian", "uniform"):
+        raise ValueError(f"window must be 'gaussian' or 'uniform', got {window!r}")
     height, width = x.shape
     radius = window_size // 2
     bands = filters.band_slices(height, width, window_size)
@@ -202,7 +216,7 @@ def ssim_fusion(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torc
         values = []
         for i in range(fused.shape[0]):
             f, a, b = (image[i, 0].detach().to(torch.float64).numpy() for image in (fused, ir, vi))
-            values.append(sum(_ssim_means_numpy(f, [a, b], 2.0, "uniform", 7, 1.5, 0.01, 0.03, True)))
+            values.append(sum(ssim_means_numpy(f, [a, b], 2.0, "uniform", 7, 1.5, 0.01, 0.03, True)))
         return torch.tensor(values, dtype=torch.float64)
     fused = fused.to(torch.float64)
     options = dict(data_range=2.0, window="uniform", window_size=7, sample_covariance=True)

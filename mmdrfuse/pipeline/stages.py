@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional
 
+from mmdrfuse.config import defaults
 from mmdrfuse.data.io import list_images
 from mmdrfuse.detection.methods import SINGLE_MODALITIES, make_method_images, subset_pairs
 from mmdrfuse.detection.report import write_report
@@ -21,7 +22,7 @@ def make_synthetic(folder: Path, *, scenes: Mapping, progress: bool) -> Dict:
     """SYNTHETIC LLVIP-like scenes (``scenes``: generator settings) in ``folder/llvip``."""
     from mmdrfuse.data.synthetic import generate
 
-    return {"root": str(generate(folder / "llvip", progress=progress, **scenes))}
+    return {"root": str(generate(folder / "llvip", progress=progress, **{**defaults("prepare_synthetic"), **scenes}))}
 
 
 def prepare(folder: Path, *, root: Path, patches: Optional[Mapping], subset: Mapping, progress: bool,
@@ -66,7 +67,8 @@ def build_dataset(folder: Path, *, name: str, root: Path, images: str, manifest:
     (ultralytics would fail later with a message that does not say why)."""
     from mmdrfuse.data.yolo import build_yolo_dataset
 
-    data_yaml = build_yolo_dataset(root, images, folder / "dataset", manifest=manifest, progress=progress, log=log)
+    data_yaml = build_yolo_dataset(root, images, folder / "dataset", manifest=manifest, strict=False, progress=progress,
+                                   log=log)
     record = json.loads((folder / "dataset" / "manifest.json").read_text())
     empty = [split for split, count in record["counts"].items() if not count]
     if empty:
@@ -87,14 +89,14 @@ def warm_start(folder: Path, *, warm: Mapping, protocol: Mapping, device, worker
     from mmdrfuse.data.synthetic import generate
     from mmdrfuse.data.yolo import build_yolo_dataset, select_subset
 
-    root = generate(folder / "llvip", progress=progress, **warm["synthetic"])
+    root = generate(folder / "llvip", progress=progress, **{**defaults("prepare_synthetic"), **warm["synthetic"]})
     manifest = select_subset(root, train=warm["synthetic"]["train"], val=warm["synthetic"]["test"], seed=0)
     write_text_atomic(folder / "manifest.json", json.dumps(manifest) + "\n")
     pairs = subset_pairs(root, manifest["train"] + manifest["val"])
     for index, pair in enumerate(pairs):
         make_method_images("infrared" if index % 2 == 0 else "visible", [pair], folder / "mixture", progress=False)
     data_yaml = build_yolo_dataset(root, folder / "mixture", folder / "dataset", manifest=folder / "manifest.json",
-                                   progress=progress, log=log)
+                                   strict=False, progress=progress, log=log)
     result = train_detector(
         data_yaml, folder / "detector", model=warm.get("model", protocol["model"]), weights=None,
         epochs=int(warm["epochs"]), batch=int(warm.get("batch", protocol["batch"])),

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from mmdrfuse.metrics.qabf import qabf
-from mmdrfuse.metrics.ssim import _ssim_means_numpy
+from mmdrfuse.metrics.ssim import ssim_means_numpy as _ssim_means_numpy
 from mmdrfuse.metrics.vifb.channels import channel_triples, check_triple, rgb2gray
 from mmdrfuse.metrics.vifb.chen import chen_metrics
 
