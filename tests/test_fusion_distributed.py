@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from mmdrfuse.data.patches import prepare_patches
-from mmdrfuse.fusion.distributed import World, world_from_environ
+from mmdrfuse.fusion.distill import attention_distance, attention_map
+from mmdrfuse.fusion.distributed import World, batch_norm_distance, share_totals, world_from_environ
 from mmdrfuse.fusion.recipes import epoch_order
 from mmdrfuse.fusion.train import train_model
 
@@ -135,3 +136,21 @@ def test_resumed_two_rank_run_with_the_batch_rule_ends_where_one_process_does(pa
     assert_same_weights(tmp_path / "ranks" / "teacher.pth", tmp_path / "one" / "teacher.pth")
     np.testing.assert_allclose(losses(tmp_path / "ranks"), losses(tmp_path / "one"), rtol=1e-4, atol=1e-6)
     assert not (tmp_path / "ranks" / "teacher_partial.pth").exists()
+
+
+def test_batch_distillation_norm_split_over_shares_is_the_whole_batchs():
+    # --distill-norm batch divides by the norms of the whole batch: each rank's share, given the
+    # all-reduced totals, must give the whole batch's value and, weighted by n_r / B, its gradient
+    torch.manual_seed(0)
+    student = torch.randn(7, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(7, 3, 4, 4, dtype=torch.float64)
+    whole = attention_distance(student, teacher, norm="batch")
+    (expected,) = torch.autograd.grad(whole, student)
+    shares = [torch.tensor([0, 3, 4]), torch.tensor([], dtype=torch.long), torch.tensor([1, 2, 5, 6])]
+    maps = [(attention_map(student[i]), attention_map(teacher[i])) for i in shares]
+    totals = sum(share_totals(s, t) for s, t in maps)
+    values = [batch_norm_distance(s, t, totals) for s, t in maps]
+    assert all(v.item() == pytest.approx(whole.item(), rel=1e-6) for v in values)
+    combined = sum(len(i) / 7 * v for i, v in zip(shares, values) if len(i))
+    (got,) = torch.autograd.grad(combined, student)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)

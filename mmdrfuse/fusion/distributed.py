@@ -17,10 +17,10 @@ trains on the ``n_r`` it owns. Its loss ``L_r`` (means over its ``n_r`` samples)
 
 the one-process gradient, since every loss term is a mean over the batch's samples. A rank that
 owns none of a batch (``n_r = 0``) still runs the network on an empty batch, so DDP's gradient
-all-reduce happens on every rank. The ``batch`` refresh rule's batch means are all-reduced
-(:meth:`World.batch_means`), so its decisions are those of the whole global batch. The one
-exception: ``--distill-norm batch`` (the release recipe's student) normalises each rank's share
-of the batch by that share's norm, which is not linear in the samples (see ``docs/scaling.md``).
+all-reduce happens on every rank. Two terms are not means over samples, and are made global:
+the ``batch`` refresh rule's batch means are all-reduced (:meth:`World.batch_means`), so its
+decisions are those of the whole global batch; ``--distill-norm batch`` (the release recipe's
+student) normalises by the whole global batch's norms (:func:`batch_norm_distance`).
 
 Only rank 0 writes files; the resume state holds the whole bank in patch-id order, gathered from
 the shards, so a run may resume on another number of ranks.
@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 BANK_KEYS = ("best_ssim", "best_gmsd", "filled")
+_EPS = 1e-12  # as mmdrfuse.fusion.distill: a dead feature map must not divide by zero
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,12 @@ class World:
         sums, count = local[:-1].to(values[0].device), local[-1].item()
         return list(sums / count)
 
+    def batch_norm_distance(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """:func:`batch_norm_distance` of this rank's share of the global batch, totals all-reduced."""
+        totals = share_totals(student, teacher).cpu()
+        dist.all_reduce(totals)
+        return batch_norm_distance(student, teacher, totals.to(student.device))
+
     def gather_bank(self, shard: Mapping[str, torch.Tensor], count: int) -> Optional[Dict[str, torch.Tensor]]:
         """The whole bank (one-process layout, patch-id order) on rank 0 from every rank's shard; None elsewhere."""
         full = {}
@@ -126,6 +133,37 @@ class World:
         if isinstance(box[0], BaseException):
             raise box[0]
         return box[0]
+
+
+def share_totals(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """``[sum s.t, sum s.s, sum t.t, n]`` (float64, no gradient) of attention maps (n, P) of a share of the batch."""
+    s, t = student.detach().double(), teacher.detach().double()
+    return torch.stack([(s * t).sum(), (s * s).sum(), (t * t).sum(), s.new_tensor(float(len(s)))])
+
+
+def batch_norm_distance(student: torch.Tensor, teacher: torch.Tensor, totals: torch.Tensor) -> torch.Tensor:
+    """The whole batch's ``norm="batch"`` attention distance (:func:`mmdrfuse.fusion.distill.attention_distance`)
+    from one share's maps (n, P) and the whole batch's :func:`share_totals` (``D, S, T, B``):
+
+    .. math::
+        d = \\sum_b \\Big\\| \\frac{s_b}{\\|s\\|} - \\frac{t_b}{\\|t\\|} \\Big\\|^2
+          = \\frac{S}{N_s^2} - \\frac{2 D}{N_s N_t} + \\frac{T}{N_t^2}, \\quad N_s = \\sqrt{S}, N_t = \\sqrt{T}.
+
+    Its value is ``d``; its gradient is ``B / n`` times this share's part of the gradient of ``d``,
+    ``B / n (d_D grad D_share + d_S grad S_share)``, so that weighting each share by ``n / B`` and
+    summing over the shares (what the ranks' loss weights and DDP do) gives the gradient of ``d``.
+    """
+    d_total, s_total = (totals[i].detach().clone().requires_grad_(True) for i in (0, 1))
+    t_total, batch = totals[2], totals[3]
+    norm_s, norm_t = s_total.sqrt().clamp_min(_EPS), t_total.sqrt().clamp_min(_EPS)
+    value = s_total / norm_s**2 - 2 * d_total / (norm_s * norm_t) + t_total / norm_t**2
+    by_d, by_s = torch.autograd.grad(value, (d_total, s_total))
+    if len(student) == 0:  # a share without samples: only its part in the all-reduce
+        return value.detach().float()
+    s, t = student.double(), teacher.detach().double()
+    d_share, s_share = (s * t).sum(), (s * s).sum()
+    live = by_d * (d_share - d_share.detach()) + by_s * (s_share - s_share.detach())  # value 0, the share's gradient
+    return (value.detach() + batch / len(student) * live).float()
 
 
 def _padded(tensor: torch.Tensor, count: int, size: int) -> torch.Tensor:

@@ -43,7 +43,7 @@ from mmdrfuse.fusion.checkpoints import (
     save_training_state,
     save_weights,
 )
-from mmdrfuse.fusion.distill import distillation_loss, distillation_pairs
+from mmdrfuse.fusion.distill import attention_map, distillation_loss, distillation_pairs
 from mmdrfuse.fusion.distributed import World, process_group, world_from_environ, wrap_model
 from mmdrfuse.fusion.loss_log import LOSS_COLUMNS, LossLog
 from mmdrfuse.fusion.losses import content_losses
@@ -66,8 +66,9 @@ class Trainer:
     decisions always run in exact fp32 (:func:`mmdrfuse.fusion.perceptual.exact_fp32`).
 
     Under torchrun: ``network`` is ``model`` in DistributedDataParallel (the forward pass goes
-    through it), ``batch_means`` the batch refresh rule's all-reduced means, and the bank holds
-    this rank's shard (``indices`` are its rows).
+    through it), ``batch_means`` the batch refresh rule's all-reduced means, ``batch_distance``
+    the global batch's ``distill_norm="batch"`` distance, and the bank holds this rank's shard
+    (``indices`` are its rows).
     """
 
     config: Dict[str, Any]
@@ -80,6 +81,7 @@ class Trainer:
     device_type: str = "cpu"
     network: Optional[nn.Module] = None
     batch_means: Optional[BatchMeans] = None
+    batch_distance: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
 
     def features(self, images: torch.Tensor, taps: int = 5) -> List[torch.Tensor]:
         """The content loss's taps: bf16 autocast when ``amp``."""
@@ -120,7 +122,7 @@ class Trainer:
         pair = torch.cat([ir, vi], 1)
         fused, feature = (self.network or self.model)(pair)
         if pair.shape[0] == 0:
-            return self._empty_share(fused, ir, vi, indices, epoch)
+            return self._empty_share(pair, fused, feature, indices, epoch)
         fused_taps = self.features(fused)
         with torch.no_grad():
             ir_taps, vi_taps = self.features(ir), self.features(vi)
@@ -134,10 +136,7 @@ class Trainer:
         log = {name: value.item() for name, value in terms.items()}
         log["distill"] = 0.0
         if self.teacher is not None and cfg["distill"] != "off":
-            with torch.no_grad():
-                teacher_out = self.teacher(pair)
-            pairs = distillation_pairs(cfg["distill"], (fused, feature), teacher_out)
-            distill = cfg["distill_weight"] * distillation_loss(pairs, norm=cfg["distill_norm"])
+            distill = cfg["distill_weight"] * self.distillation(pair, fused, feature)
             total = total + distill
             log["distill"] = distill.item()
         log.update(refresh_ssim=0.0, refresh_gmsd=0.0, replaced_ssim=0.0, replaced_gmsd=0.0)
@@ -153,11 +152,26 @@ class Trainer:
         log.update(total=total.item(), content=content.item())
         return total, log
 
-    def _empty_share(self, fused, ir, vi, indices, epoch):
+    def distillation(self, pair: torch.Tensor, fused: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+        """The unweighted distillation loss of the student's ``(fused, feature)`` on ``pair``."""
+        cfg = self.config
+        with torch.no_grad():
+            teacher_out = self.teacher(pair)
+        pairs = distillation_pairs(cfg["distill"], (fused, feature), teacher_out)
+        if self.batch_distance is None or cfg["distill_norm"] != "batch":
+            return distillation_loss(pairs, norm=cfg["distill_norm"])
+        # one norm over the whole global batch, not over this rank's share
+        distances = [self.batch_distance(attention_map(s.float()), attention_map(t.float())) for s, t in pairs]
+        return torch.stack(distances).mean()
+
+    def _empty_share(self, pair, fused, feature, indices, epoch):
         """A rank that owns none of the batch: a zero loss that still reaches every weight (DDP
-        all-reduces gradients on every rank), and its part in the batch rule's all-reduce."""
+        all-reduces gradients on every rank), and its part in the all-reduces of the batch refresh
+        rule and of the batch distillation norm."""
         if self.bank is not None:
-            self.refresh(fused, None, ir, vi, indices, epoch)
+            self.refresh(fused, None, pair[:, :1], pair[:, 1:], indices, epoch)
+        if self.teacher is not None and self.batch_distance is not None and self.config["distill_norm"] == "batch":
+            self.distillation(pair, fused, feature)
         return fused.sum() * 0.0, dict.fromkeys(LOSS_COLUMNS[2:], 0.0)
 
 
@@ -399,6 +413,7 @@ def _train(kind, cfg, world: World, *, patches, vi_dir, ir, vi, names, device, o
     if world.distributed:
         trainer.network = wrap_model(trainer.model, world, device)
         trainer.batch_means = world.batch_means
+        trainer.batch_distance = world.batch_norm_distance
         ir, vi = ir[world.rank :: world.size], vi[world.rank :: world.size]  # this rank's patches, by shard row
     run = _Run(kind, trainer, PatchFeeder(ir, vi, device), out_dir, metadata, count, steps_per_epoch, position,
                LossLog(rows), world)  # fmt: skip
