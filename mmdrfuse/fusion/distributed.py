@@ -36,6 +36,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from mmdrfuse.fusion.checkpoints import apply_training_state, read_training_state, restore_training_state
+
 BANK_KEYS = ("best_ssim", "best_gmsd", "filled")
 _EPS = 1e-12  # as mmdrfuse.fusion.distill: a dead feature map must not divide by zero
 
@@ -175,6 +177,25 @@ def _padded(tensor: torch.Tensor, count: int, size: int) -> torch.Tensor:
     padded = tensor.new_zeros((rows, *tensor.shape[1:]))
     padded[: len(tensor)] = tensor
     return padded
+
+
+def restore_state(world: World, out_dir, *, recipe, data, model, optimizer, bank, count: int):
+    """Position and loss rows of ``out_dir``'s resume state, loaded into ``model``, ``optimizer`` and
+    ``bank`` (:func:`mmdrfuse.fusion.checkpoints.restore_training_state`). On several ranks rank 0
+    reads it and sends every rank the model, optimizer and RNG state, and each its bank shard."""
+    if not world.distributed:
+        return restore_training_state(out_dir, recipe=recipe, data=data, model=model, optimizer=optimizer, bank=bank)
+    state, whole_bank = None, None
+    if world.is_main:
+        try:
+            state = read_training_state(out_dir, recipe=recipe, data=data)
+            whole_bank = state.pop("bank")
+        except (OSError, ValueError) as error:
+            state = error  # raised on every rank by broadcast
+    state = world.broadcast(state)
+    if bank is not None:
+        bank.load_state_dict(world.scatter_bank(whole_bank, count, bank.state_dict()))
+    return apply_training_state(state, model=model, optimizer=optimizer)
 
 
 def world_from_environ(environ: Mapping[str, str] = os.environ) -> World:

@@ -37,14 +37,11 @@ from mmdrfuse.errors import DataError
 from mmdrfuse.fusion.checkpoints import (
     RESUME_FILE,
     Position,
-    apply_training_state,
-    read_training_state,
-    restore_training_state,
     save_training_state,
     save_weights,
 )
 from mmdrfuse.fusion.distill import attention_map, distillation_loss, distillation_pairs
-from mmdrfuse.fusion.distributed import World, process_group, world_from_environ, wrap_model
+from mmdrfuse.fusion.distributed import World, process_group, restore_state, world_from_environ, wrap_model
 from mmdrfuse.fusion.loss_log import LOSS_COLUMNS, LossLog
 from mmdrfuse.fusion.losses import content_losses
 from mmdrfuse.fusion.networks import build_model, load_model
@@ -408,7 +405,8 @@ def _train(kind, cfg, world: World, *, patches, vi_dir, ir, vi, names, device, o
     }
     position, rows = Position(), []
     if cfg["resume"]:
-        position, rows = _restore(world, out_dir, trainer, count, recipe=metadata["recipe"], data=data_info)
+        position, rows = restore_state(world, out_dir, recipe=metadata["recipe"], data=data_info, model=trainer.model,
+                                       optimizer=trainer.optimizer, bank=trainer.bank, count=count)  # fmt: skip
         write(f"resuming {kind} at epoch {position.epoch + 1}, step {position.global_step}")
     if world.distributed:
         trainer.network = wrap_model(trainer.model, world, device)
@@ -455,21 +453,3 @@ def _train(kind, cfg, world: World, *, patches, vi_dir, ir, vi, names, device, o
     write(f"{'finished' if completed else f'stopped after step {position.global_step} (max_steps)'}: weights in {final}")
     return final
 
-
-def _restore(world: World, out_dir: Path, trainer: Trainer, count: int, *, recipe, data):
-    """Position and loss rows from ``out_dir``'s resume state, loaded into ``trainer``; under torchrun
-    rank 0 reads it and sends the model, optimizer and RNG state to every rank and each its bank shard."""
-    if not world.distributed:
-        return restore_training_state(out_dir, recipe=recipe, data=data, model=trainer.model,
-                                      optimizer=trainer.optimizer, bank=trainer.bank)  # fmt: skip
-    state, bank = None, None
-    if world.is_main:
-        try:
-            state = read_training_state(out_dir, recipe=recipe, data=data)
-            bank = state.pop("bank")
-        except (OSError, ValueError) as error:
-            state = error  # raised on every rank by broadcast
-    state = world.broadcast(state)
-    if trainer.bank is not None:
-        trainer.bank.load_state_dict(world.scatter_bank(bank, count, trainer.bank.state_dict()))
-    return apply_training_state(state, model=trainer.model, optimizer=trainer.optimizer)
