@@ -7,7 +7,8 @@
 * ``last_state.pt``: everything ``--resume`` needs (model, optimizer, history bank, RNG states,
   epoch/step, loss history), kept apart so the weights file stays a plain state dict. A run
   resumes only with the recipe and patches it was interrupted with (keys of
-  :data:`RESUMABLE_CHANGES` excepted).
+  :data:`RESUMABLE_CHANGES` excepted). The bank is whole, in patch-id order, whatever the number
+  of processes that trained (``world_size``), so a run may resume on another number of them.
 
 Every file is written under a temporary name and renamed into place.
 """
@@ -101,17 +102,19 @@ def save_training_state(
     data: Dict[str, Any],
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    bank: Optional[Any],
+    bank: Optional[Dict[str, torch.Tensor]],
     position: Position,
     rows: List[List[float]],
+    world_size: int = 1,
 ) -> Path:
-    """Write ``out_dir/last_state.pt``: everything a resumed run needs to continue bit-identically."""
+    """Write ``out_dir/last_state.pt``: everything a resumed run needs to continue bit-identically.
+    ``bank``: the whole history bank's state dict (None without refresh)."""
     return save_resume_state(out_dir, {
         "kind": kind, "recipe": recipe, "data": data,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "bank": bank.state_dict() if bank is not None else {},
+        "bank": bank if bank is not None else {},
         "rng": rng_state(), "epoch": position.epoch, "step_in_epoch": position.step_in_epoch,
-        "global_step": position.global_step, "rows": rows,
+        "global_step": position.global_step, "rows": rows, "world_size": world_size,
     })  # fmt: skip
 
 
@@ -127,6 +130,14 @@ def restore_training_state(
     """Load ``out_dir/last_state.pt`` into ``model``, ``optimizer``, ``bank`` and the RNGs, after checking
     that ``recipe`` and the patches (``data["fingerprint"]``) are those of the interrupted run.
     Returns the position to continue from and the loss rows so far."""
+    state = read_training_state(out_dir, recipe=recipe, data=data)
+    if bank is not None:
+        bank.load_state_dict(state["bank"])
+    return apply_training_state(state, model=model, optimizer=optimizer)
+
+
+def read_training_state(out_dir: PathLike, *, recipe: Dict[str, Any], data: Dict[str, Any]) -> Dict[str, Any]:
+    """``out_dir/last_state.pt``, checked against ``recipe`` and ``data`` (see :func:`restore_training_state`)."""
     state = load_resume_state(out_dir)
     changed = sorted(
         k for k in set(recipe) | set(state["recipe"])
@@ -135,10 +146,16 @@ def restore_training_state(
     if changed or state["data"]["fingerprint"] != data["fingerprint"]:
         what = ", ".join(changed) if changed else "the training patches"
         raise ValueError(f"cannot resume {Path(out_dir) / RESUME_FILE}: {what} differ(s) from the interrupted run")
+    return state
+
+
+def apply_training_state(
+    state: Dict[str, Any], *, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> Tuple[Position, List[List[float]]]:
+    """Load a read state into ``model``, ``optimizer`` and the RNGs (the bank is the caller's:
+    whole on one process, a shard on each rank); returns the position and the loss rows."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    if bank is not None:
-        bank.load_state_dict(state["bank"])
     set_rng_state(state["rng"])
     position = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
     return position, [list(row) for row in state["rows"]]

@@ -16,6 +16,8 @@ Rules: ``sample`` decides per patch; ``batch`` compares batch means once per bat
 released code does (then every sample of the batch is replaced, or every one gets the
 batch-mean gap); ``off`` disables refresh. Per-sample losses are summed and divided by the
 whole batch size, so when every sample is worse by the same gap both rules give the same loss.
+Under torchrun the ``batch`` rule's means are those of the whole global batch (``batch_means``,
+all-reduced by :meth:`mmdrfuse.fusion.distributed.World.batch_means`).
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ from mmdrfuse.metrics.gmsd import gmsd
 from mmdrfuse.metrics.ssim import ssim
 
 RULES = ("sample", "batch", "off")
+# The four (n,) per-sample sums to their four batch means; None: the means of the given samples.
+BatchMeans = Callable[[List[torch.Tensor]], List[torch.Tensor]]
 
 
 def ssim_score(images: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
@@ -68,11 +72,13 @@ def refresh_decision(
     *,
     rule: str = "sample",
     weight: float = 10.0,
+    batch_means: Optional[BatchMeans] = None,
 ) -> RefreshDecision:
     """Decide replacements and refresh-loss weights from the SSIM and GMSD sums, all (B,).
 
     ``sample``: per sample, replace where better, weight ``weight * gap`` where worse.
-    ``batch``: the same on the batch means, broadcast to every sample.
+    ``batch``: the same on the batch means, broadcast to every sample; ``batch_means`` computes
+    them when the batch is split over several processes.
     """
     if rule not in ("sample", "batch"):
         raise ValueError(f"refresh rule must be 'sample' or 'batch' here, got {rule!r}")
@@ -82,7 +88,8 @@ def refresh_decision(
     s_cur, s_best, g_cur, g_best = (t.detach().double() for t in (s_cur, s_best, g_cur, g_best))
     if rule == "batch":
         size = s_cur.shape
-        s_cur, s_best, g_cur, g_best = (t.mean().expand(size) for t in (s_cur, s_best, g_cur, g_best))
+        means = [t.mean() for t in (s_cur, s_best, g_cur, g_best)] if batch_means is None else batch_means([s_cur, s_best, g_cur, g_best])
+        s_cur, s_best, g_cur, g_best = (m.expand(size) for m in means)
     ssim_gap = s_best - s_cur  # > 0: the bank is better by SSIM (higher is better)
     gmsd_gap = g_cur - g_best  # > 0: the bank is better by GMSD (lower is better)
     return RefreshDecision(
@@ -181,6 +188,7 @@ def refresh_step(
     rule: str,
     weight: float,
     features: Features,
+    batch_means: Optional[BatchMeans] = None,
 ) -> RefreshOutcome:
     """Compare ``fused`` (B, 1, H, W) with the bank entries of patches ``indices`` (B,), update the
     bank, and return the refresh losses
@@ -191,19 +199,24 @@ def refresh_step(
     gives the first ``taps`` VGG taps of ``x``; it is called without gradient on bank images,
     and only for the samples that get a loss. ``fused_taps``: the five taps of ``fused`` when they
     are as exact as ``features`` would compute them; ``None`` computes them with ``features``
-    (with gradient, one pass over the samples that get either loss).
+    (with gradient, one pass over the samples that get either loss). ``batch_means``: see
+    :func:`refresh_decision`; it is called once per step after epoch 0 with the ``batch`` rule,
+    even when none of these samples is in the bank yet (it may be a collective all ranks join).
     """
     zero = fused.new_zeros(())
     unseen = ~bank.filled[indices.to(bank.filled.device)].to(fused.device)
     if epoch == 0 or unseen.all():
         bank.fill(indices, fused)
+        if epoch > 0 and rule == "batch" and batch_means is not None:
+            batch_means([fused.new_zeros(0, dtype=torch.float64)] * 4)  # this share adds no sample to the means
         return RefreshOutcome(zero, zero, 1.0, 1.0)
     if unseen.any():  # first visit of some patches after epoch 0: fill those, refresh the rest
         bank.fill(indices[unseen.to(indices.device)], fused[unseen])
         seen = ~unseen
         seen_taps = None if fused_taps is None else [t[seen] for t in fused_taps]
         outcome = refresh_step(bank, indices[seen.to(indices.device)], fused[seen], seen_taps,
-                               ir[seen], vi[seen], epoch=epoch, rule=rule, weight=weight, features=features)
+                               ir[seen], vi[seen], epoch=epoch, rule=rule, weight=weight, features=features,
+                               batch_means=batch_means)
         share = seen.float().mean().item()  # losses are per-batch means: rescale to the whole batch
         return RefreshOutcome(outcome.loss_ssim * share, outcome.loss_gmsd * share,
                               outcome.replaced_ssim * share + (1 - share), outcome.replaced_gmsd * share + (1 - share))
@@ -216,6 +229,7 @@ def refresh_step(
         gmsd_score(best_gmsd, ir, vi),
         rule=rule,
         weight=weight,
+        batch_means=batch_means,
     )
     bank.write("ssim", indices[decision.replace_ssim.to(indices.device)], fused[decision.replace_ssim])
     bank.write("gmsd", indices[decision.replace_gmsd.to(indices.device)], fused[decision.replace_gmsd])

@@ -17,6 +17,8 @@ Outputs in ``out_dir``: ``<kind>.pth`` + ``.json`` (final), ``checkpoints/<kind>
 (+ ``.json``) after each epoch, ``losses.csv`` and ``losses.png`` (:mod:`.loss_log`), and
 ``last_state.pt`` for ``resume`` (:mod:`.checkpoints`). An interrupted run (Ctrl-C,
 ``max_steps``) saves its state, and resuming it ends with the same weights as an uninterrupted run.
+Under ``torchrun`` the same loop runs on every rank with DistributedDataParallel, ``batch`` being
+the global batch (:mod:`mmdrfuse.fusion.distributed`); only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -35,17 +37,17 @@ from mmdrfuse.errors import DataError
 from mmdrfuse.fusion.checkpoints import (
     RESUME_FILE,
     Position,
-    restore_training_state,
     save_training_state,
     save_weights,
 )
-from mmdrfuse.fusion.distill import distillation_loss, distillation_pairs
-from mmdrfuse.fusion.loss_log import LossLog
+from mmdrfuse.fusion.distill import attention_map, distillation_loss, distillation_pairs
+from mmdrfuse.fusion.distributed import World, process_group, restore_state, world_from_environ, wrap_model
+from mmdrfuse.fusion.loss_log import LOSS_COLUMNS, LossLog
 from mmdrfuse.fusion.losses import content_losses
 from mmdrfuse.fusion.networks import build_model, load_model
 from mmdrfuse.fusion.perceptual import VGG19Taps, build_perceptual, exact_fp32
 from mmdrfuse.fusion.recipes import KINDS, epoch_order, training_config
-from mmdrfuse.fusion.refresh import HistoryBank, RefreshOutcome, refresh_step
+from mmdrfuse.fusion.refresh import BatchMeans, HistoryBank, RefreshOutcome, refresh_step
 from mmdrfuse.fusion.train_data import PatchFeeder, open_training_patches, patches_fingerprint
 
 __all__ = ["KINDS", "RESUME_FILE", "Trainer", "build_trainer", "train_model", "training_config"]
@@ -59,6 +61,11 @@ class Trainer:
     refresh losses compare taps of two nearly identical images (the output and its bank entry),
     whose difference bf16 (or TF32) rounding would drown, so their taps and the SSIM/GMSD
     decisions always run in exact fp32 (:func:`mmdrfuse.fusion.perceptual.exact_fp32`).
+
+    Under torchrun: ``network`` is ``model`` in DistributedDataParallel (the forward pass goes
+    through it), ``batch_means`` the batch refresh rule's all-reduced means, ``batch_distance``
+    the global batch's ``distill_norm="batch"`` distance, and the bank holds this rank's shard
+    (``indices`` are its rows).
     """
 
     config: Dict[str, Any]
@@ -69,6 +76,9 @@ class Trainer:
     teacher: Optional[nn.Module]
     amp: bool = False
     device_type: str = "cpu"
+    network: Optional[nn.Module] = None
+    batch_means: Optional[BatchMeans] = None
+    batch_distance: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
 
     def features(self, images: torch.Tensor, taps: int = 5) -> List[torch.Tensor]:
         """The content loss's taps: bf16 autocast when ``amp``."""
@@ -82,11 +92,13 @@ class Trainer:
         # CUDA's default fp32 convolutions use TF32: only the CPU's fp32 taps can be reused by refresh.
         return not self.amp and self.device_type == "cpu"
 
-    def step(self, ir: torch.Tensor, vi: torch.Tensor, indices: torch.Tensor, epoch: int) -> Dict[str, float]:
-        """One Adam step on a batch; returns every loss term (floats)."""
+    def step(self, ir: torch.Tensor, vi: torch.Tensor, indices: torch.Tensor, epoch: int, *,
+             weight: float = 1.0) -> Dict[str, float]:  # fmt: skip
+        """One Adam step on a batch, its loss scaled by ``weight`` (a rank's share, see
+        :meth:`mmdrfuse.fusion.distributed.World.loss_weight`); returns every loss term (floats, unscaled)."""
         total, log = self.loss(ir, vi, indices, epoch)
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        (total if weight == 1.0 else total * weight).backward()
         self.optimizer.step()
         return log
 
@@ -97,6 +109,7 @@ class Trainer:
             return refresh_step(
                 self.bank, indices, fused, fused_taps if self.content_taps_are_exact else None, ir, vi,
                 epoch=epoch, rule=cfg["refresh"], weight=cfg["refresh_weight"], features=self.perceptual,
+                batch_means=self.batch_means,
             )  # fmt: skip
 
     def loss(self, ir: torch.Tensor, vi: torch.Tensor, indices: torch.Tensor, epoch: int):
@@ -104,7 +117,9 @@ class Trainer:
         cfg = self.config
         self.model.train()
         pair = torch.cat([ir, vi], 1)
-        fused, feature = self.model(pair)
+        fused, feature = (self.network or self.model)(pair)
+        if pair.shape[0] == 0:
+            return self._empty_share(pair, fused, feature, indices, epoch)
         fused_taps = self.features(fused)
         with torch.no_grad():
             ir_taps, vi_taps = self.features(ir), self.features(vi)
@@ -118,10 +133,7 @@ class Trainer:
         log = {name: value.item() for name, value in terms.items()}
         log["distill"] = 0.0
         if self.teacher is not None and cfg["distill"] != "off":
-            with torch.no_grad():
-                teacher_out = self.teacher(pair)
-            pairs = distillation_pairs(cfg["distill"], (fused, feature), teacher_out)
-            distill = cfg["distill_weight"] * distillation_loss(pairs, norm=cfg["distill_norm"])
+            distill = cfg["distill_weight"] * self.distillation(pair, fused, feature)
             total = total + distill
             log["distill"] = distill.item()
         log.update(refresh_ssim=0.0, refresh_gmsd=0.0, replaced_ssim=0.0, replaced_gmsd=0.0)
@@ -136,6 +148,28 @@ class Trainer:
             )
         log.update(total=total.item(), content=content.item())
         return total, log
+
+    def distillation(self, pair: torch.Tensor, fused: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+        """The unweighted distillation loss of the student's ``(fused, feature)`` on ``pair``."""
+        cfg = self.config
+        with torch.no_grad():
+            teacher_out = self.teacher(pair)
+        pairs = distillation_pairs(cfg["distill"], (fused, feature), teacher_out)
+        if self.batch_distance is None or cfg["distill_norm"] != "batch":
+            return distillation_loss(pairs, norm=cfg["distill_norm"])
+        # one norm over the whole global batch, not over this rank's share
+        distances = [self.batch_distance(attention_map(s.float()), attention_map(t.float())) for s, t in pairs]
+        return torch.stack(distances).mean()
+
+    def _empty_share(self, pair, fused, feature, indices, epoch):
+        """A rank that owns none of the batch: a zero loss that still reaches every weight (DDP
+        all-reduces gradients on every rank), and its part in the all-reduces of the batch refresh
+        rule and of the batch distillation norm."""
+        if self.bank is not None:
+            self.refresh(fused, None, pair[:, :1], pair[:, 1:], indices, epoch)
+        if self.teacher is not None and self.batch_distance is not None and self.config["distill_norm"] == "batch":
+            self.distillation(pair, fused, feature)
+        return fused.sum() * 0.0, dict.fromkeys(LOSS_COLUMNS[2:], 0.0)
 
 
 def build_trainer(
@@ -225,21 +259,30 @@ class _Run:
     steps_per_epoch: int
     position: Position
     losses: LossLog
+    world: World = World()
 
     @property
     def epochs(self) -> int:
         return int(self.trainer.config["epochs"])
 
     def save_state(self) -> None:
-        trainer = self.trainer
+        """The resume state and the loss log; under torchrun every rank calls it (the bank is gathered) and rank 0 writes."""
+        trainer, world = self.trainer, self.world
+        bank = None if trainer.bank is None else trainer.bank.state_dict()
+        if bank is not None and world.distributed:
+            bank = world.gather_bank(bank, self.count)
+        if not world.is_main:
+            return
         save_training_state(
             self.out_dir, kind=self.kind, recipe=self.metadata["recipe"], data=self.metadata["data"],
-            model=trainer.model, optimizer=trainer.optimizer, bank=trainer.bank,
-            position=self.position, rows=self.losses.rows,
+            model=trainer.model, optimizer=trainer.optimizer, bank=bank,
+            position=self.position, rows=self.losses.rows, world_size=world.size,
         )  # fmt: skip
         self.losses.write(self.out_dir)
 
     def save_weights(self, path: Path, **extra) -> Path:
+        if not self.world.is_main:
+            return path
         progress = {"epoch": self.position.epoch, "global_step": self.position.global_step,
                     "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch}  # fmt: skip
         return save_weights(path, self.trainer.model, {**self.metadata, **progress, **extra})
@@ -247,7 +290,7 @@ class _Run:
 
 def _train_epochs(run: _Run, *, max_steps: Optional[int], checkpoint_every: int, interrupt, on_step) -> bool:
     """Train from ``run.position`` to the last epoch; False when stopped by ``max_steps`` first."""
-    cfg, position = run.trainer.config, run.position
+    cfg, position, world = run.trainer.config, run.position, run.world
     batch = int(cfg["batch"])
     while position.epoch < run.epochs:
         order = epoch_order(int(cfg["seed"]), position.epoch, run.count, shuffle=cfg["shuffle"])
@@ -255,14 +298,19 @@ def _train_epochs(run: _Run, *, max_steps: Optional[int], checkpoint_every: int,
             if max_steps is not None and position.global_step >= max_steps:
                 return False
             chosen = order[position.step_in_epoch * batch : (position.step_in_epoch + 1) * batch]
-            ir, vi = run.feeder(chosen)
-            terms = run.trainer.step(ir, vi, torch.from_numpy(chosen), position.epoch)
+            rows = world.owned_rows(chosen)  # the whole batch on one process
+            ir, vi = run.feeder(rows)
+            terms = run.trainer.step(ir, vi, torch.from_numpy(rows), position.epoch,
+                                     weight=world.loss_weight(len(rows), batch))  # fmt: skip
+            stop = interrupt.requested
+            if world.distributed:
+                terms, stop = world.step_terms(terms, len(rows), batch, stop)
             position.advance()
             run.losses.append(position.global_step, position.epoch + 1, terms)
             on_step(terms)
             if checkpoint_every and position.global_step % checkpoint_every == 0:
                 run.save_state()
-            if interrupt.requested:
+            if stop:
                 run.save_state()
                 raise KeyboardInterrupt
         position.next_epoch()
@@ -297,11 +345,16 @@ def train_model(
         overrides: keys of the ``train_<kind>`` section of default.yaml, and ``limit`` (first N
             patches), ``max_steps`` (stop after this many steps in all, saving the resume
             state), ``resume`` (continue from ``out_dir/last_state.pt``).
+
+    Started by torchrun (``WORLD_SIZE`` set), every rank trains its share of each global batch with
+    DistributedDataParallel on ``LOCAL_RANK``'s GPU (or the CPU), and only rank 0 logs and writes.
     """
     from tqdm import tqdm
 
     cfg = training_config(kind, overrides)
-    write = log or tqdm.write
+    world = world_from_environ()
+    write = (log or tqdm.write) if world.is_main else (lambda _: None)
+    progress = progress and world.is_main
     out_dir = Path(out_dir)
     if (out_dir / RESUME_FILE).exists() and not cfg["resume"]:
         raise ValueError(f"{out_dir} already holds a training run; pass --resume to continue it or choose another --out")
@@ -313,12 +366,27 @@ def train_model(
     steps_per_epoch = count // batch
     if steps_per_epoch == 0:
         raise DataError(f"only {count} patches for a batch of {batch}: lower --batch or add patches")
-    device = resolve_device(str(cfg["device"]))
-    trainer = build_trainer(kind, cfg, count=count, height=height, width=width, device=device,
+    device = world.device(resolve_device(str(cfg["device"])))
+    with process_group(world, device):
+        return _train(kind, cfg, world, patches=patches, vi_dir=vi_dir, ir=ir, vi=vi, names=names, device=device,
+                      out_dir=out_dir, teacher_weights=teacher_weights, progress=progress, write=write,
+                      log_every=log_every)  # fmt: skip
+
+
+def _train(kind, cfg, world: World, *, patches, vi_dir, ir, vi, names, device, out_dir, teacher_weights, progress,
+           write, log_every) -> Path:  # fmt: skip
+    """:func:`train_model` once the patches, the device and the process group are ready."""
+    from tqdm import tqdm
+
+    count, height, width = ir.shape
+    batch = int(cfg["batch"])
+    steps_per_epoch = count // batch
+    trainer = build_trainer(kind, cfg, count=world.shard_size(count), height=height, width=width, device=device,
                             teacher_weights=teacher_weights, log=write)  # fmt: skip
     amp_note = ", VGG-19 in bf16 autocast (refresh in fp32)" if trainer.amp else ""
+    ranks = f" x {world.size} ranks (DDP, global batch)" if world.distributed else ""
     write(f"{kind}: {count} patches of {height}x{width}, {cfg['epochs']} epochs x {steps_per_epoch} steps of {batch} "
-          f"on {device}, recipe {cfg['recipe']}{amp_note}")  # fmt: skip
+          f"on {device}{ranks}, recipe {cfg['recipe']}{amp_note}")  # fmt: skip
     data_info = {
         "patches": str(patches) if not hasattr(patches, "ir") else "in-memory arrays",
         "vi_dir": str(vi_dir) if vi_dir else None,
@@ -333,14 +401,22 @@ def train_model(
         "data": data_info,
         "seed": int(cfg["seed"]),
         "teacher_weights": str(teacher_weights) if teacher_weights else None,
+        "world_size": world.size,
     }
     position, rows = Position(), []
     if cfg["resume"]:
-        position, rows = restore_training_state(out_dir, recipe=metadata["recipe"], data=data_info, model=trainer.model,
-                                                optimizer=trainer.optimizer, bank=trainer.bank)  # fmt: skip
+        position, rows = restore_state(world, out_dir, recipe=metadata["recipe"], data=data_info, model=trainer.model,
+                                       optimizer=trainer.optimizer, bank=trainer.bank, count=count)  # fmt: skip
         write(f"resuming {kind} at epoch {position.epoch + 1}, step {position.global_step}")
-    run = _Run(kind, trainer, PatchFeeder(ir, vi, device), out_dir, metadata, count, steps_per_epoch, position, LossLog(rows))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if world.distributed:
+        trainer.network = wrap_model(trainer.model, world, device)
+        trainer.batch_means = world.batch_means
+        trainer.batch_distance = world.batch_norm_distance
+        ir, vi = ir[world.rank :: world.size], vi[world.rank :: world.size]  # this rank's patches, by shard row
+    run = _Run(kind, trainer, PatchFeeder(ir, vi, device), out_dir, metadata, count, steps_per_epoch, position,
+               LossLog(rows), world)  # fmt: skip
+    if world.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
 
     bar = tqdm(total=run.epochs * steps_per_epoch, initial=position.global_step, disable=not progress,
                desc=f"train {kind}", unit="step")  # fmt: skip
@@ -371,8 +447,9 @@ def train_model(
     # A run stopped early (max_steps) must not leave a file that looks like finished weights.
     name = kind if completed else f"{kind}_partial"
     final = run.save_weights(out_dir / f"{name}.pth", completed=completed, seconds=time.perf_counter() - started)
-    if completed:
+    if completed and world.is_main:
         for leftover in (out_dir / f"{kind}_partial.pth", out_dir / f"{kind}_partial.json"):
             leftover.unlink(missing_ok=True)
     write(f"{'finished' if completed else f'stopped after step {position.global_step} (max_steps)'}: weights in {final}")
     return final
+
