@@ -139,9 +139,6 @@ def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Se
         # With zero padding only all-black sources have no edge: then MATLAB's 0 / 0 (mmif defines 0).
         no_edges = not (np.any(exact[0]) or np.any(exact[1]))
         out["Qabf"] = math.nan if no_edges else float(qabf(_as_plane(fused), _as_plane(exact[1]), _as_plane(exact[0]))[0])
-    chen = [name for name in names if name in FAILS_ON_COLOUR_SOURCES]
-    if chen:
-        out.update(chen_metrics(vi, ir, fused, chen))
     return out
 
 
@@ -211,6 +208,11 @@ def vifb_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, metrics: Sequ
         out["SF"] = spatial_frequency(fused)
     per_channel = [name for name in metrics if name not in FUSED_ONLY]
     if per_channel:
-        scores = [_channel_scores(a, b, f, per_channel) for a, b, f in channel_triples(vi, ir, fused)]
+        triples = channel_triples(vi, ir, fused)
+        scores = [_channel_scores(a, b, f, per_channel) for a, b, f in triples]
+        chen = [name for name in per_channel if name in FAILS_ON_COLOUR_SOURCES]
+        if chen:  # all channels at once: they share buffers and repeated images
+            for score, chen_scores in zip(scores, chen_metrics(triples, chen)):
+                score.update(chen_scores)
         out.update({name: float(np.mean([score[name] for score in scores])) for name in per_channel})
     return {name: out[name] for name in metrics}
