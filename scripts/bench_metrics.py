@@ -11,9 +11,14 @@ sample pair from ../shared when present, else a synthetic random-texture pair.
 and in the same run the straightforward transcription of VIFB's MATLAB code
 (``tests/reference_vifb.py``, Qcb and Qcv included) as the baseline, with the ratio.
 
+``--against DIR`` (vifb): also time all 13 in another checkout of the project (an older commit, e.g.
+made with ``git worktree add DIR REV``), in child processes taking turns with this one, ``--rounds``
+rounds of ``--repeats`` calls each: before and after in one run on a shared machine.
+
 ``MMDRFUSE_SHARED`` overrides the location of ../shared. Medians, because the machine may be shared.
 
     python3 scripts/bench_metrics.py [--convention mmif|vifb] [--repeats 15] [--baseline-repeats 3] [--json FILE]
+                                     [--against DIR [--rounds 5]]
 """
 from __future__ import annotations
 
@@ -90,6 +95,39 @@ def measure(function, repeats: int, warm_up: bool = True) -> tuple[float, float]
     return statistics.median(walls), statistics.median(cpus)
 
 
+# A child process: all 13 VIFB metrics of the benchmark's triple with the mmdrfuse found on its
+# PYTHONPATH, one thread; prints the wall and CPU seconds of each call as JSON.
+CHILD = """
+import json, sys, time, cv2, torch
+torch.set_num_threads(1); cv2.setNumThreads(1)
+sys.path.insert(0, {scripts!r})
+from bench_metrics import load_vifb_triple
+from mmdrfuse.metrics.vifb import vifb_scores
+_, vi, ir, fused = load_vifb_triple()
+vifb_scores(vi, ir, fused)
+times = []
+for _ in range({repeats}):
+    wall, cpu = time.perf_counter(), time.process_time()
+    vifb_scores(vi, ir, fused)
+    times.append((time.perf_counter() - wall, time.process_time() - cpu))
+print(json.dumps(times))
+"""
+
+
+def alternate(checkouts: dict, repeats: int, rounds: int) -> dict:
+    """{name: (median wall, median CPU)} of all 13 per call, child processes of each checkout taking turns."""
+    import subprocess
+
+    code = CHILD.format(scripts=str(Path(__file__).resolve().parent), repeats=repeats)
+    times = {name: [] for name in checkouts}
+    for _ in range(rounds):
+        for name, root in checkouts.items():
+            env = dict(os.environ, PYTHONPATH=str(root))
+            result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            times[name] += json.loads(result.stdout)
+    return {name: tuple(statistics.median(column) for column in zip(*runs)) for name, runs in times.items()}
+
+
 def bench_vifb(args) -> dict:
     source, vi, ir, fused = load_vifb_triple()
     print(f"triple: {source} ({vi.shape[1]}x{vi.shape[0]}, RGB), 1 thread, median of {args.repeats}")
@@ -109,7 +147,7 @@ def bench_vifb(args) -> dict:
     ratio = base_cpu / all_cpu
     print(f"  MATLAB transcription, all {len(VIFB_METRICS)}: wall {base_wall:.2f} s   cpu {base_cpu:.2f} s"
           f"   -> {ratio:.0f}x faster (max relative difference {difference:.1e})")
-    return {
+    result = {
         "triple": source,
         "size": list(vi.shape),
         "threads": 1,
@@ -123,6 +161,18 @@ def bench_vifb(args) -> dict:
         "speedup_cpu": ratio,
         "max_relative_difference": difference,
     }
+    if args.against:
+        checkouts = {"this": Path(__file__).resolve().parents[1], "against": Path(args.against).resolve()}
+        turns = alternate(checkouts, args.repeats, args.rounds)
+        print(f"  all {len(VIFB_METRICS)}, {args.rounds} alternating rounds of {args.repeats} calls in child processes:")
+        for name, (wall, cpu) in turns.items():
+            print(f"    {name:8s} {checkouts[name]}: wall {wall * 1e3:.1f} ms   cpu {cpu * 1e3:.1f} ms")
+        this, against = turns["this"], turns["against"]
+        print(f"    this / against: wall {this[0] / against[0]:.2f}   cpu {this[1] / against[1]:.2f}")
+        result["against"] = {"checkout": str(checkouts["against"]), "rounds": args.rounds,
+                             "all_metrics_wall_s": {name: times[0] for name, times in turns.items()},
+                             "all_metrics_cpu_s": {name: times[1] for name, times in turns.items()}}
+    return result
 
 
 def main(argv=None) -> int:
@@ -131,6 +181,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--baseline-repeats", type=int, default=3)
     parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--against", metavar="DIR", help="vifb: another checkout to time all 13 against, taking turns")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)

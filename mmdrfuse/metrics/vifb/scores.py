@@ -32,9 +32,8 @@ from typing import Dict, Sequence, Tuple
 
 import cv2
 import numpy as np
-import torch
 
-from mmdrfuse.metrics.qabf import qabf
+from mmdrfuse.metrics.qabf import _qabf_numpy
 from mmdrfuse.metrics.ssim import _ssim_means_numpy
 from mmdrfuse.metrics.vifb.channels import channel_triples, check_triple, rgb2gray
 from mmdrfuse.metrics.vifb.chen import chen_metrics
@@ -98,10 +97,6 @@ def _root_sum_squares(x: np.ndarray, f: np.ndarray) -> float:
     return cv2.norm(x, f, cv2.NORM_L2) / x.size
 
 
-def _as_plane(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float64))[None, None]
-
-
 def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Sequence[str]) -> Dict[str, float]:
     """The source-referenced metrics and SD / EN of one channel triple (fused (H, W); sources may be RGB
     only in a gray fused image's branch)."""
@@ -138,7 +133,8 @@ def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Se
     if "Qabf" in names:
         # With zero padding only all-black sources have no edge: then MATLAB's 0 / 0 (mmif defines 0).
         no_edges = not (np.any(exact[0]) or np.any(exact[1]))
-        out["Qabf"] = math.nan if no_edges else float(qabf(_as_plane(fused), _as_plane(exact[1]), _as_plane(exact[0]))[0])
+        # qabf's CPU path itself, without the round trip through float64 tensors
+        out["Qabf"] = math.nan if no_edges else _qabf_numpy(fused, exact[1], exact[0])
     return out
 
 
