@@ -275,6 +275,8 @@ class _Image:
 
     def same(self, image: np.ndarray) -> bool:
         """Whether ``image`` holds the same values (a first row first: distinct channels differ at once)."""
+        if self.raw is image:
+            return True
         return self.raw.dtype == image.dtype and np.array_equal(self.raw[0], image[0]) and np.array_equal(self.raw, image)
 
 
