@@ -11,9 +11,14 @@ sample pair from ../shared when present, else a synthetic random-texture pair.
 and in the same run the straightforward transcription of VIFB's MATLAB code
 (``tests/reference_vifb.py``, Qcb and Qcv included) as the baseline, with the ratio.
 
+``--against DIR`` (vifb): also time all 13 in another checkout of the project (an older commit, e.g.
+``git archive REV mmdrfuse | tar -x -C DIR``) against this one: two child processes taking turns
+call by call, ``--against-calls`` calls each: before and after in one run on a shared machine.
+
 ``MMDRFUSE_SHARED`` overrides the location of ../shared. Medians, because the machine may be shared.
 
     python3 scripts/bench_metrics.py [--convention mmif|vifb] [--repeats 15] [--baseline-repeats 3] [--json FILE]
+                                     [--against DIR [--against-calls 30]]
 """
 from __future__ import annotations
 
@@ -90,6 +95,56 @@ def measure(function, repeats: int, warm_up: bool = True) -> tuple[float, float]
     return statistics.median(walls), statistics.median(cpus)
 
 
+# A child process: all 13 VIFB metrics of the benchmark's triple with the mmdrfuse found on its
+# PYTHONPATH, one thread; one call per line read from stdin, answering its wall and CPU seconds.
+CHILD = """
+import json, sys, time, cv2, torch
+torch.set_num_threads(1); cv2.setNumThreads(1)
+sys.path.insert(0, {scripts!r})
+from bench_metrics import load_vifb_triple
+import mmdrfuse
+from mmdrfuse.metrics.vifb import vifb_scores
+_, vi, ir, fused = load_vifb_triple()
+vifb_scores(vi, ir, fused)
+print(mmdrfuse.__file__, flush=True)
+for _ in sys.stdin:
+    wall, cpu = time.perf_counter(), time.process_time()
+    vifb_scores(vi, ir, fused)
+    print(json.dumps([time.perf_counter() - wall, time.process_time() - cpu]), flush=True)
+"""
+
+
+def alternate(checkouts: dict, calls: int) -> dict:
+    """{name: (median wall, median CPU)} of all 13 per call: one child process per checkout, the
+    children taking turns call by call (the order swapped every call), so that both see the same load."""
+    import subprocess
+
+    code = CHILD.format(scripts=str(Path(__file__).resolve().parent))
+    children = {
+        # cwd too: ``python -c`` puts the working directory first on sys.path, before PYTHONPATH.
+        name: subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(root)), cwd=str(root),
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for name, root in checkouts.items()
+    }
+    try:
+        for name, child in children.items():
+            package = Path(child.stdout.readline().strip() or ".").resolve()
+            if Path(checkouts[name]).resolve() not in package.parents:
+                raise RuntimeError(f"the {name} child process imported mmdrfuse from {package}, not {checkouts[name]}")
+        times = {name: [] for name in children}
+        for call in range(calls):
+            order = list(children) if call % 2 == 0 else list(children)[::-1]
+            for name in order:
+                children[name].stdin.write("\n")
+                children[name].stdin.flush()
+                times[name].append(json.loads(children[name].stdout.readline()))
+    finally:
+        for child in children.values():
+            child.stdin.close()
+            child.wait()
+    return {name: tuple(statistics.median(column) for column in zip(*runs)) for name, runs in times.items()}
+
+
 def bench_vifb(args) -> dict:
     source, vi, ir, fused = load_vifb_triple()
     print(f"triple: {source} ({vi.shape[1]}x{vi.shape[0]}, RGB), 1 thread, median of {args.repeats}")
@@ -109,7 +164,7 @@ def bench_vifb(args) -> dict:
     ratio = base_cpu / all_cpu
     print(f"  MATLAB transcription, all {len(VIFB_METRICS)}: wall {base_wall:.2f} s   cpu {base_cpu:.2f} s"
           f"   -> {ratio:.0f}x faster (max relative difference {difference:.1e})")
-    return {
+    result = {
         "triple": source,
         "size": list(vi.shape),
         "threads": 1,
@@ -123,6 +178,18 @@ def bench_vifb(args) -> dict:
         "speedup_cpu": ratio,
         "max_relative_difference": difference,
     }
+    if args.against:
+        checkouts = {"this": Path(__file__).resolve().parents[1], "against": Path(args.against).resolve()}
+        turns = alternate(checkouts, args.against_calls)
+        print(f"  all {len(VIFB_METRICS)}, {args.against_calls} calls each, taking turns call by call in two child processes:")
+        for name, (wall, cpu) in turns.items():
+            print(f"    {name:8s} {checkouts[name]}: wall {wall * 1e3:.1f} ms   cpu {cpu * 1e3:.1f} ms")
+        this, against = turns["this"], turns["against"]
+        print(f"    this / against: wall {this[0] / against[0]:.2f}   cpu {this[1] / against[1]:.2f}")
+        result["against"] = {"checkout": str(checkouts["against"]), "calls": args.against_calls,
+                             "all_metrics_wall_s": {name: times[0] for name, times in turns.items()},
+                             "all_metrics_cpu_s": {name: times[1] for name, times in turns.items()}}
+    return result
 
 
 def main(argv=None) -> int:
@@ -131,6 +198,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--baseline-repeats", type=int, default=3)
     parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--against", metavar="DIR", help="vifb: another checkout to time all 13 against, taking turns")
+    parser.add_argument("--against-calls", type=int, default=30)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import settings
 
 from mmdrfuse.data.patches import prepare_patches
 from mmdrfuse.fusion.distill import attention_distance, attention_map
@@ -68,7 +69,8 @@ def patch_store(make_shared_llvip, tmp_path_factory):
     """The 12 patches of 32x32 of one synthetic 128x96 pair, as ``mmdrfuse prepare patches`` stores them."""
     root = make_shared_llvip(train=1, test=1, size=(128, 96))
     out = tmp_path_factory.mktemp("store") / "patches"
-    return prepare_patches(root, pairs=1, size=SIZE, stride=SIZE, out=out, progress=False, log=lambda _: None)
+    return prepare_patches(root, **settings("prepare_patches", pairs=1, size=SIZE, stride=SIZE), out=out, progress=False,
+                           log=lambda _: None)
 
 
 def _free_port() -> int:

@@ -79,6 +79,24 @@ def test_fast_metrics_equal_the_transcription(case):
         assert ours[name] == pytest.approx(REFERENCE[name](vi, ir, fused), rel=tolerance), name
 
 
+def test_repeated_channels_equal_the_transcription():
+    """VIFB's infrared images are gray stored as three equal channels: Qcb and Qcv then filter each
+    repeated image once per call. A visible channel equal to a fused one is shared too (across roles);
+    a mix-up of the shared planes between images or channels would change the values."""
+    shape = (66, 75)  # large enough for Qcb's frequency-domain path
+    vi, fused = _texture(1, shape, True), _texture(3, shape, True)
+    ir = np.repeat(_texture(2, shape, False)[..., None], 3, axis=2)
+    fused[..., 2] = vi[..., 2]
+    fused[0, :, 0] = vi[0, :, 0]  # an equal first row alone must not be taken for an equal image
+    ours = vifb_scores(vi, ir, fused, ["Qcb", "Qcv", "SSIM"])
+    for name in ("Qcb", "Qcv", "SSIM"):
+        assert ours[name] == pytest.approx(REFERENCE[name](vi, ir, fused), rel=1e-9), name
+    # The per-channel values differ, so the average is not one channel's value repeated.
+    channels = [vifb_scores(vi[..., k], ir[..., k], fused[..., k], ["Qcb"])["Qcb"] for k in range(3)]
+    assert len({round(value, 9) for value in channels}) == 3
+    assert ours["Qcb"] == pytest.approx(np.mean(channels), rel=1e-12)
+
+
 def test_colour_rules_reach_the_values():
     """Each colour rule changes the numbers, so the transcription's agreement above tests it."""
     vi, ir, fused = _texture(1, (40, 48), True), _texture(2, (40, 48), True), _texture(3, (40, 48), True)

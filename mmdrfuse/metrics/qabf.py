@@ -75,7 +75,7 @@ def qabf(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tenso
     check_gray_batch(fused, ir, vi)
     if filters.use_opencv(fused):
         planes = [[image[i, 0].detach().to(torch.float64).numpy() for image in (fused, ir, vi)] for i in range(fused.shape[0])]
-        values = [_qabf_numpy(*triple) for triple in planes]
+        values = [qabf_numpy(*triple) for triple in planes]
         return torch.tensor(values, dtype=torch.float64)
     numerator = fused.new_zeros(fused.shape[0], dtype=torch.float64)
     denominator = fused.new_zeros(fused.shape[0], dtype=torch.float64)
@@ -113,7 +113,7 @@ def _sobel_numpy(rows: np.ndarray, strength: np.ndarray, orientation: np.ndarray
     cv2.copyTo(right_angle[:height], x_is_zero, orientation[:height])
 
 
-def _qabf_numpy(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
+def qabf_numpy(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
     """Qabf of one triple of (H, W) float64 arrays on the CPU, over bands of rows.
 
     The images are rounded to float32, which is exact for 8-bit values (the evaluation protocol

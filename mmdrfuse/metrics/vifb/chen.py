@@ -27,6 +27,12 @@ and :math:`r = \\sqrt{u^2 + v^2}`:
 MATLAB keeps the inverse FFTs complex; the filters are real and even, so their imaginary parts
 are rounding noise (about 1e-16 relative) and the real inverse transform is used here (OpenCV's
 packed real DFT, one forward transform per image shared by both metrics).
+
+Speed (:func:`chen_metrics` scores all channel triples of one call together): an image equal to
+one already seen in the call (the three identical channels of a gray infrared image stored as
+RGB, as VIFB's are) is normalised, transformed, filtered and its saliency computed once; every
+plane of the per-pixel work is written into buffers allocated once per call (fresh 2.4 MB
+temporaries cost more in page faults than the arithmetic on them).
 """
 from __future__ import annotations
 
@@ -39,13 +45,16 @@ import numpy as np
 BLOCK = 16
 
 
-def normalize1(image: np.ndarray) -> np.ndarray:
-    """Liu's ``normalize1`` of an (H, W) array: float64, integers 0..255 (a look-up table for uint8)."""
+def normalize1(image: np.ndarray, out: np.ndarray = None) -> np.ndarray:
+    """Liu's ``normalize1`` of an (H, W) array: float64, integers 0..255 (a look-up table for uint8).
+
+    ``out``: an (H, W) float64 plane to write a uint8 image's result into.
+    """
     if image.dtype == np.uint8:
         values = np.arange(256, dtype=np.float64)
         low, high = float(image.min()), float(image.max())
         table = values if low == high == 0 else _rescale(values, low, high)
-        return cv2.LUT(image, table)
+        return cv2.LUT(image, table, out)
     data = image.astype(np.float64)
     low, high = float(data.min()), float(data.max())
     return data if low == high == 0 else _rescale(data, low, high)
@@ -93,9 +102,10 @@ TAPS_2, TAPS_4 = _gaussian_taps(2.0), _gaussian_taps(4.0)
 SCALE_RATIO = (1 / (2 * math.pi * 4)) / (1 / (2 * math.pi * 16))
 
 
-def _inverse(spectrum: np.ndarray, response: np.ndarray) -> np.ndarray:
-    product = cv2.mulSpectrums(spectrum, response, 0)
-    return cv2.dft(product, flags=cv2.DFT_INVERSE | cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
+def _inverse(spectrum: np.ndarray, response: np.ndarray, product: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """ifft2(spectrum .* response), real, into ``out`` (``product``: a scratch plane)."""
+    cv2.mulSpectrums(spectrum, response, 0, product)
+    return cv2.dft(product, out, cv2.DFT_INVERSE | cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
 
 
 RADIUS = TAPS_2.shape[0] // 2
@@ -119,37 +129,70 @@ def chen_blum_gaussians(height: int, width: int):
     return tuple(cv2.mulSpectrums(csf, cv2.dft(_wrapped_gaussian(height, width, taps)), 0) for taps in (TAPS_2, TAPS_4))
 
 
+def _border_matrix(taps: np.ndarray) -> np.ndarray:
+    """(r, 2r) matrix M with (M @ x)[i] = sum_j taps[j] x[i + j - r], x zero before index 0: the first r
+    outputs of a zero-padded 1-D correlation, which need only the first 2r inputs."""
+    rows = np.arange(RADIUS)[:, None]
+    offsets = np.arange(2 * RADIUS)[None, :] - rows + RADIUS
+    return np.where(offsets < taps.shape[0], taps[np.minimum(offsets, taps.shape[0] - 1)], 0.0)
+
+
+BORDER_2, BORDER_4 = _border_matrix(TAPS_2), _border_matrix(TAPS_4)
+IDENTITY_TAP = np.ones(1)
+
+
 def _zero_padded_filter(image: np.ndarray, taps: np.ndarray) -> np.ndarray:
     """filter2(taps taps^T, image, 'same'): zero padding."""
     return cv2.sepFilter2D(np.ascontiguousarray(image), cv2.CV_64F, taps, taps, borderType=cv2.BORDER_CONSTANT)
 
 
-def _gaussian_pair(spectrum: np.ndarray, shape) -> tuple:
-    """filter2(G_2, I, 'same') and filter2(G_4, I, 'same') (separable taps, without the 1 / (2 pi s^2))
-    of the CSF-filtered image I = ifft2(spectrum .* S).
+def _refilter_frame(plane: np.ndarray, filtered: np.ndarray, taps: np.ndarray, border: np.ndarray) -> None:
+    """Overwrite the r-pixel frame of the circular ``plane`` with filter2(taps taps^T, filtered, 'same').
 
-    Away from the border both are circular filters, so one inverse DFT each of the spectrum times the
-    Gaussian's; the 15-pixel frame, where filter2 pads with zeros instead, is filtered in space from
-    strips of I (30 rows or columns: the frame's outputs need nothing beyond them).
+    Per side, the pass across the border is a small matrix product on the 2r rows (columns) next to
+    it (``border``, flipped for the far side: the taps are symmetric); the pass along it a 1-D
+    zero-padded filter of those r rows (columns). Corners come from the column passes.
     """
-    filtered = _inverse(spectrum, chen_blum_filter(*shape))
-    if min(shape) < MIN_SPECTRAL_SIZE:
-        return tuple(_zero_padded_filter(filtered, taps) for taps in (TAPS_2, TAPS_4))
-    out = []
     r = RADIUS
-    for taps, response in zip((TAPS_2, TAPS_4), chen_blum_gaussians(*shape)):
-        plane = _inverse(spectrum, response)
-        plane[:r] = _zero_padded_filter(filtered[: 2 * r], taps)[:r]
-        plane[-r:] = _zero_padded_filter(filtered[-2 * r :], taps)[-r:]
-        plane[:, :r] = _zero_padded_filter(filtered[:, : 2 * r], taps)[:, :r]
-        plane[:, -r:] = _zero_padded_filter(filtered[:, -2 * r :], taps)[:, -r:]
-        out.append(plane)
-    return tuple(out)
+
+    def along_rows(rows: np.ndarray) -> np.ndarray:
+        return cv2.sepFilter2D(rows, cv2.CV_64F, taps, IDENTITY_TAP, borderType=cv2.BORDER_CONSTANT)
+
+    def along_columns(columns: np.ndarray) -> np.ndarray:
+        return cv2.sepFilter2D(columns, cv2.CV_64F, IDENTITY_TAP, taps, borderType=cv2.BORDER_CONSTANT)
+
+    far = border[::-1, ::-1]
+    plane[:r] = along_rows(border @ filtered[: 2 * r])
+    plane[-r:] = along_rows(far @ filtered[-2 * r :])
+    plane[:, :r] = along_columns(filtered[:, : 2 * r] @ border.T)
+    plane[:, -r:] = along_columns(filtered[:, -2 * r :] @ far.T)
 
 
-def _contrast_power(spectrum: np.ndarray, shape) -> np.ndarray:
-    """C' = C^3 / (C^2 + 1e-4) of C = |G_2 * I / G_4 * I - 1| ('same', zero padding)."""
-    narrow, wide = _gaussian_pair(spectrum, shape)
+class _Planes:
+    """Float64 (H, W) planes allocated once per call and reused by every image and channel."""
+
+    def __init__(self, shape, names):
+        for name in names:
+            setattr(self, name, np.empty(shape))
+
+
+def _contrast_power(spectrum: np.ndarray, shape, planes: _Planes) -> np.ndarray:
+    """C' = C^3 / (C^2 + 1e-4) of C = |G_2 * I / G_4 * I - 1| ('same', zero padding) of the
+    CSF-filtered image I = ifft2(spectrum .* S): a new plane.
+
+    Away from the border both Gaussian filters are circular, so one inverse DFT each of the spectrum
+    times the Gaussian's; the 15-pixel frame, where filter2 pads with zeros instead, is filtered in
+    space from strips of I (30 rows or columns: the frame's outputs need nothing beyond them).
+    """
+    narrow, wide = np.empty(shape), planes.wide
+    filtered = _inverse(spectrum, chen_blum_filter(*shape), planes.product, planes.filtered)
+    if min(shape) < MIN_SPECTRAL_SIZE:
+        narrow[...], wide[...] = (_zero_padded_filter(filtered, taps) for taps in (TAPS_2, TAPS_4))
+    else:
+        for taps, border, response, plane in zip((TAPS_2, TAPS_4), (BORDER_2, BORDER_4), chen_blum_gaussians(*shape),
+                                                 (narrow, wide)):
+            _inverse(spectrum, response, planes.product, plane)
+            _refilter_frame(plane, filtered, taps, border)
     with np.errstate(divide="ignore", invalid="ignore"):
         contrast = np.divide(narrow, wide, out=narrow)
         contrast *= SCALE_RATIO
@@ -162,29 +205,29 @@ def _contrast_power(spectrum: np.ndarray, shape) -> np.ndarray:
     return contrast
 
 
-def _preservation(source: np.ndarray, fused: np.ndarray) -> np.ndarray:
-    """min / max of the two contrasts: MATLAB's (s ./ f) .* mask + (f ./ s) .* (1 - mask), which is
-    NaN (0 * Inf) where s or f is 0."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.minimum(source, fused)
-        ratio /= np.maximum(source, fused)
-    if not (source.all() and fused.all()):
-        ratio[(source == 0) | (fused == 0)] = np.nan
-    return ratio
+def chen_blum(c1: np.ndarray, c2: np.ndarray, cf: np.ndarray, planes: _Planes) -> float:
+    """Qcb from the contrast powers C' of (visible, infrared, fused).
 
-
-def chen_blum(spectra, shape) -> float:
-    """Qcb from the packed spectra (visible, infrared, fused) of the normalised images."""
-    c1, c2, cf = (_contrast_power(spectrum, shape) for spectrum in spectra)
-    q1, q2 = _preservation(c1, cf), _preservation(c2, cf)
+    Per pixel :math:`Q = (C'^2_1 q_1 + C'^2_2 q_2) / (C'^2_1 + C'^2_2)`, :math:`q_i = \\min / \\max` of
+    :math:`C'_i, C'_F`. MATLAB computes q as ``(s ./ f) .* mask + (f ./ s) .* (1 - mask)``: 0 * Inf =
+    NaN wherever s or f is 0, and then Q is NaN there whatever its weight: Qcb is NaN as soon as
+    any C' has a zero.
+    """
+    if any(cv2.countNonZero(c) < c.size for c in (c1, c2, cf)):  # NaN counts as non-zero
+        return math.nan
+    q1, q2, weight = planes.product, planes.filtered, planes.wide
     with np.errstate(divide="ignore", invalid="ignore"):
-        # lambda_1 q_1 + lambda_2 q_2 with lambda_i = C_i^2 / (C_1^2 + C_2^2)
-        s1, s2 = np.square(c1, out=c1), np.square(c2, out=c2)
-        q1 *= s1
-        q1 += np.multiply(q2, s2, out=q2)
-        s1 += s2
-        q1 /= s1
-    return float(np.mean(q1))
+        np.minimum(c1, cf, out=q1)
+        q1 /= np.maximum(c1, cf, out=weight)
+        q1 *= np.multiply(c1, c1, out=weight)
+        np.minimum(c2, cf, out=q2)
+        q2 /= np.maximum(c2, cf, out=weight)
+        q2 *= np.multiply(c2, c2, out=weight)
+        q1 += q2
+        np.multiply(c1, c1, out=q2)
+        q2 += np.multiply(c2, c2, out=weight)
+        q1 /= q2
+    return cv2.sumElems(q1)[0] / q1.size
 
 
 def _block_sums(plane: np.ndarray) -> np.ndarray:
@@ -195,39 +238,75 @@ def _block_sums(plane: np.ndarray) -> np.ndarray:
         padded = np.zeros((rows * BLOCK, cols * BLOCK))
         padded[:height, :width] = plane
         plane = padded
-    return plane.reshape(rows, BLOCK, cols, BLOCK).sum(axis=(1, 3))
+    # The 16 rows of each block first (whole contiguous rows), then 16 neighbours: five times faster
+    # than one reduction over axes (1, 3).
+    return plane.reshape(rows, BLOCK, cols * BLOCK).sum(axis=1).reshape(rows, cols, BLOCK).sum(axis=2)
 
 
-def _saliency(image: np.ndarray) -> np.ndarray:
-    gx = cv2.Sobel(image, cv2.CV_64F, 1, 0, ksize=3, borderType=cv2.BORDER_CONSTANT)
-    gy = cv2.Sobel(image, cv2.CV_64F, 0, 1, ksize=3, borderType=cv2.BORDER_CONSTANT)
-    magnitude = cv2.magnitude(gx, gy)
+def _saliency(image: np.ndarray, planes: _Planes) -> np.ndarray:
+    gx = cv2.Sobel(image, cv2.CV_64F, 1, 0, dst=planes.product, ksize=3, borderType=cv2.BORDER_CONSTANT)
+    gy = cv2.Sobel(image, cv2.CV_64F, 0, 1, dst=planes.filtered, ksize=3, borderType=cv2.BORDER_CONSTANT)
+    magnitude = cv2.magnitude(gx, gy, planes.wide)
     # g^5 as g^4 g: much faster than pow(g, 5)
-    power = np.square(magnitude)
+    power = np.square(magnitude, out=planes.product)
     np.square(power, out=power)
     power *= magnitude
     return _block_sums(power)
 
 
-def chen_varshney(images, spectra, shape) -> float:
-    """Qcv from the normalised images (visible, infrared, fused) and their packed spectra."""
-    response = mannos_sakrison_filter(*shape)
-    saliency = [_saliency(image) for image in images[:2]]
+def chen_varshney(spectra, saliency, planes: _Planes) -> float:
+    """Qcv from the packed spectra (visible, infrared, fused) and the sources' block saliencies."""
+    response = mannos_sakrison_filter(*spectra[0].shape)
     distortion = []
     for spectrum in spectra[:2]:
-        difference = _inverse(cv2.subtract(spectrum, spectra[2]), response)
-        distortion.append(_block_sums(difference * difference) / (BLOCK * BLOCK))
+        difference = _inverse(cv2.subtract(spectrum, spectra[2], planes.wide), response, planes.product, planes.filtered)
+        distortion.append(_block_sums(np.square(difference, out=difference)) / (BLOCK * BLOCK))
     with np.errstate(divide="ignore", invalid="ignore"):
         return float(np.sum(saliency[0] * distortion[0] + saliency[1] * distortion[1]) / np.sum(saliency[0] + saliency[1]))
 
 
-def chen_metrics(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names) -> dict:
-    """{"Qcb": ..., "Qcv": ...} (those in ``names``) of one (H, W) channel triple."""
-    images = [normalize1(image) for image in (vi, ir, fused)]
-    spectra = [cv2.dft(image) for image in images]
-    out = {}
-    if "Qcb" in names:
-        out["Qcb"] = chen_blum(spectra, images[0].shape)
-    if "Qcv" in names:
-        out["Qcv"] = chen_varshney(images, spectra, images[0].shape)
+class _Image:
+    """One image of the call: its packed spectrum, then, when asked, its normalised form, C' and saliency."""
+
+    def __init__(self, image: np.ndarray, scratch: np.ndarray):
+        self.raw = image
+        self.spectrum = cv2.dft(normalize1(image, scratch))
+        self.contrast = self.saliency = None
+
+    def same(self, image: np.ndarray) -> bool:
+        """Whether ``image`` holds the same values (a first row first: distinct channels differ at once)."""
+        if self.raw is image:
+            return True
+        return self.raw.dtype == image.dtype and np.array_equal(self.raw[0], image[0]) and np.array_equal(self.raw, image)
+
+
+def chen_metrics(triples, names) -> list:
+    """[{"Qcb": ..., "Qcv": ...} (those in ``names``) of each (H, W) channel triple (vi, ir, fused)]."""
+    shape = triples[0][2].shape
+    planes = _Planes(shape, ("product", "filtered", "wide", "normal"))
+    seen: list = []
+
+    def image(raw: np.ndarray) -> _Image:
+        known = next((item for item in seen if item.same(raw)), None)
+        if known is None:
+            known = _Image(raw, planes.normal)
+            seen.append(known)
+        return known
+
+    out = []
+    for triple in triples:
+        images = [image(raw) for raw in triple]
+        scores = {}
+        if "Qcb" in names:
+            for item in images:
+                if item.contrast is None:
+                    item.contrast = _contrast_power(item.spectrum, shape, planes)
+            scores["Qcb"] = chen_blum(*(item.contrast for item in images), planes)
+        if "Qcv" in names:
+            for item in images[:2]:
+                if item.saliency is None:
+                    item.saliency = _saliency(normalize1(item.raw, planes.normal), planes)
+            scores["Qcv"] = chen_varshney([item.spectrum for item in images], [item.saliency for item in images[:2]],
+                                          planes)
+        out.append(scores)
     return out

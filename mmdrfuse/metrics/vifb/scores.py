@@ -32,10 +32,9 @@ from typing import Dict, Sequence, Tuple
 
 import cv2
 import numpy as np
-import torch
 
-from mmdrfuse.metrics.qabf import qabf
-from mmdrfuse.metrics.ssim import ssim_means_numpy as _ssim_means_numpy
+from mmdrfuse.metrics.qabf import qabf_numpy
+from mmdrfuse.metrics.ssim import ssim_means_numpy
 from mmdrfuse.metrics.vifb.channels import channel_triples, check_triple, rgb2gray
 from mmdrfuse.metrics.vifb.chen import chen_metrics
 
@@ -98,10 +97,6 @@ def _root_sum_squares(x: np.ndarray, f: np.ndarray) -> float:
     return cv2.norm(x, f, cv2.NORM_L2) / x.size
 
 
-def _as_plane(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float64))[None, None]
-
-
 def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Sequence[str]) -> Dict[str, float]:
     """The source-referenced metrics and SD / EN of one channel triple (fused (H, W); sources may be RGB
     only in a gray fused image's branch)."""
@@ -134,14 +129,12 @@ def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Se
             out["PSNR"] = 20 * math.log10(255 / math.sqrt(rmse)) if rmse > 0 else math.inf
     if "SSIM" in names:
         planes = [np.asarray(image, dtype=np.float64) for image in (fused, *rounded)]
-        out["SSIM"] = float(sum(_ssim_means_numpy(planes[0], planes[1:], 255.0, "gaussian", 11, 1.5, 0.01, 0.03, False)))
+        out["SSIM"] = float(sum(ssim_means_numpy(planes[0], planes[1:], 255.0, "gaussian", 11, 1.5, 0.01, 0.03, False)))
     if "Qabf" in names:
         # With zero padding only all-black sources have no edge: then MATLAB's 0 / 0 (mmif defines 0).
         no_edges = not (np.any(exact[0]) or np.any(exact[1]))
-        out["Qabf"] = math.nan if no_edges else float(qabf(_as_plane(fused), _as_plane(exact[1]), _as_plane(exact[0]))[0])
-    chen = [name for name in names if name in FAILS_ON_COLOUR_SOURCES]
-    if chen:
-        out.update(chen_metrics(vi, ir, fused, chen))
+        # qabf's CPU path itself, without the round trip through float64 tensors
+        out["Qabf"] = math.nan if no_edges else qabf_numpy(fused, exact[1], exact[0])
     return out
 
 
@@ -211,6 +204,11 @@ def vifb_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, metrics: Sequ
         out["SF"] = spatial_frequency(fused)
     per_channel = [name for name in metrics if name not in FUSED_ONLY]
     if per_channel:
-        scores = [_channel_scores(a, b, f, per_channel) for a, b, f in channel_triples(vi, ir, fused)]
+        triples = channel_triples(vi, ir, fused)
+        scores = [_channel_scores(a, b, f, per_channel) for a, b, f in triples]
+        chen = [name for name in per_channel if name in FAILS_ON_COLOUR_SOURCES]
+        if chen:  # all channels at once: they share buffers and repeated images
+            for score, chen_scores in zip(scores, chen_metrics(triples, chen)):
+                score.update(chen_scores)
         out.update({name: float(np.mean([score[name] for score in scores])) for name in per_channel})
     return {name: out[name] for name in metrics}
