@@ -72,8 +72,8 @@ def describe(task: Mapping) -> str:
 
 
 def _call(function: Callable, task: Mapping) -> Any:
-    """What a Ray worker runs: ``function(**task)``. The worker's logging is set up by ultralytics
-    and friends on import, as in the local executor."""
+    """What a Ray worker runs: ``function(**task)`` (``function`` travels by reference: the worker
+    imports its module, hence ``worker_runtime_env``)."""
     return function(**task)
 
 
