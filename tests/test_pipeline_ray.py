@@ -49,16 +49,17 @@ def where_is_mmdrfuse():
 
 @pytest.fixture(scope="module")
 def ray():
-    # As docs/scaling.md tells a user: Ray sends its token to a cluster given by address only with
-    # RAY_AUTH_MODE=token, read when ray is imported (a local instance turns it on by itself).
-    patch = pytest.MonkeyPatch()
-    patch.setenv("RAY_AUTH_MODE", "token")
+    # A local instance turns Ray's token authentication on in this process's environment: undone after.
+    auth_mode = os.environ.get("RAY_AUTH_MODE")
     ray = pytest.importorskip("ray")
     # Workers cannot import this test module (tests/ is on no worker's path): its functions travel by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield ray
     ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    patch.undo()
+    if auth_mode is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = auth_mode
 
 
 def free_port() -> int:
@@ -80,7 +81,10 @@ def cluster(ray):
     command = ["ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
                "--disable-usage-stats", f"--temp-dir={folder}", "--block"]
     log = open(folder / "start.log", "w")
-    head = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # Without token authentication: Ray reads RAY_AUTH_MODE once, on import, and ultralytics may have
+    # imported it before this module could choose (docs/scaling.md says what a user sets).
+    head = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     address = f"127.0.0.1:{port}"
     try:
         for _ in range(240):
