@@ -1,7 +1,8 @@
-"""The Ray executor (``mmdrfuse.pipeline.ray_executor``) on a local Ray instance with 2 CPUs: the
-same answers as a plain loop, a failed task reported by name while the others finish, workers that
-import the driver's own ``mmdrfuse``, and one real toy detector training giving the mAP of a direct
-call. Skipped without Ray, except the install message."""
+"""The Ray executor (``mmdrfuse.pipeline.ray_executor``) on a local Ray instance and on a one-node
+cluster from ``ray start --head``, 2 CPUs each: the same answers as a plain loop, a failed task
+reported by name while the others finish, workers that run the driver's own ``mmdrfuse``, and one
+real toy detector training giving the predictions and mAP of a direct call. Skipped without Ray,
+except the install message."""
 import contextlib
 import os
 import shutil
