@@ -56,7 +56,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
         assert values["lamr"] is None or 0 <= values["lamr"] <= 1
         assert (values["fusion_ms_per_image"] is None) == (name in ("infrared", "visible"))
     assert results["seeds"] == seeds and results["protocol"]["seeds"] == seeds
-    assert results["bootstrap"]["resamples"] == quick["detect"]["bootstrap"]
+    assert results["bootstrap"]["resamples"] == check_config(quick)["detect"]["bootstrap"]
     assert results["comparisons"] and all(set(c) >= {"a", "b", "diff", "ci", "significant"} for c in results["comparisons"])
     assert len(results["sentences"]) == len(results["comparisons"])  # two seeds: no one-seed caveat
     assert results["protocol"]["epochs"] == quick["detect"]["epochs"]

@@ -12,6 +12,11 @@ interrupted run continues. ``key`` is 12 hex digits of the BLAKE2b hash of
 - the versions of mmdrfuse, ultralytics and torch.
 
 ``--from STAGE`` forces a stage (every item of it) and those after it.
+
+``Run.stage`` runs a stage in this process; stages that may run elsewhere (the detectors, one
+per method and training seed, as tasks of mmdrfuse.pipeline.executor) are split in three:
+``Run.plan`` (key, folder, done before?), ``run_in_folder`` (the task: body, then ``DONE``) and
+``Run.record``.
 """
 from __future__ import annotations
 
