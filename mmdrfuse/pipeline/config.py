@@ -2,10 +2,12 @@
 
 Its sections reuse the schema of the commands they stand for (mmdrfuse/cfg/default.yaml):
 ``prepare.patches`` takes the settings of ``prepare patches``, ``prepare.subset`` the
-``train``/``val``/``seed`` of ``prepare yolo``, ``teacher``/``student`` those of ``train
-teacher|student`` (plus ``weights``: use these instead of training), ``fuse`` and ``detect``
-those of ``fuse`` and ``detect``, ``data.synthetic`` those of ``prepare synthetic``. Every
+``train``/``val``/``seed`` of ``prepare yolo`` (or ``manifest``: the exact ids of a
+manifest.json), ``teacher``/``student`` those of ``train teacher|student`` (plus ``weights``:
+use these instead of training), ``fuse`` and ``detect`` those of ``fuse`` and ``detect``,
+``data.synthetic`` those of ``prepare synthetic``. Every
 value is checked against its type; the defaults of the commands fill what a section leaves out.
+``detect.seeds`` (``0,1,2`` or a YAML list) are the training seeds, separate from the subset's seed.
 """
 from __future__ import annotations
 
