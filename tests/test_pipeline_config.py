@@ -13,7 +13,7 @@ BASE = {"data": {"root": "LLVIP"}, "prepare": {"subset": {"train": 10, "val": 2}
 def test_defaults_of_the_commands_fill_the_sections():
     config = check_config(BASE)
     assert config["detect"] == {"model": "yolov5s.yaml", "weights": "yolov5su.pt", "epochs": 3, "batch": 16,
-                                "optimizer": "SGD", "imgsz": 640, "seed": 0, "close_mosaic": 10, "warmup_epochs": 3.0,
+                                "optimizer": "SGD", "imgsz": 640, "seed": 0, "seeds": None, "close_mosaic": 10, "warmup_epochs": 3.0,
                                 "mosaic": 1.0, "amp": False, "bootstrap": 1000}
     assert config["prepare"]["subset"] == {"train": 10, "val": 2, "seed": 0}
     assert config["fuse"] == {"scaling": "minmax", "batch": 8, "methods": ["max"]}
@@ -33,6 +33,8 @@ def test_defaults_of_the_commands_fill_the_sections():
     ({"data": {"root": "x", "synthetic": {"train": 1}}}, "exactly one"),
     ({"data": {"root": None, "synthetic": {"size": 320}}}, "data.synthetic: size must be a string"),
     ({"warm_start": {"synthetic": {"train": 2}, "epochs": "many"}}, "warm_start: epochs must be an integer"),
+    ({"detect": {"seeds": "0,one"}}, "detect.seeds must be comma-separated integers"),
+    ({"detect": {"seeds": "0,1,0"}}, "detect.seeds repeats a seed"),
 ])
 def test_wrong_values_anywhere_are_refused(change, message):
     with pytest.raises(DataError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -84,3 +86,13 @@ def test_merge_is_deep_and_leaves_the_base_alone():
     merged = merge(BASE, {"prepare": {"subset": {"val": 5}}, "detect": {"epochs": 1}})
     assert merged["prepare"]["subset"] == {"train": 10, "val": 5} and merged["detect"]["epochs"] == 1
     assert BASE["prepare"]["subset"]["val"] == 2
+
+
+def test_training_seeds_are_separate_from_the_subset_seed():
+    from mmdrfuse.pipeline.config import training_seeds
+
+    config = check_config(merge(BASE, {"prepare": {"subset": {"seed": 7}}, "detect": {"seeds": [0, 1, 2]}}))
+    assert config["detect"]["seeds"] == "0,1,2" and training_seeds(config["detect"]) == [0, 1, 2]
+    assert config["prepare"]["subset"]["seed"] == 7
+    assert training_seeds(check_config(merge(BASE, {"detect": {"seed": 4}}))["detect"]) == [4]  # the paper: one seed
+    assert training_seeds(check_config(merge(BASE, {"detect": {"seeds": 3}}))["detect"]) == [3]

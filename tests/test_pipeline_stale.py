@@ -27,6 +27,7 @@ def trained(monkeypatch):
                 "map50_coco": 0.7, "train_seconds": 0.0, "weights": str(out_dir / "best.pt")}
 
     monkeypatch.setattr(stages, "train_detector", fake_train_detector)
+    monkeypatch.setattr(stages, "summarise", lambda runs, **settings: {"methods": {}})
     monkeypatch.setattr(stages, "write_report", lambda folder, results, examples: (folder / "report.md").write_text("r"))
     return runs
 
@@ -53,7 +54,7 @@ def run(setup):
 
 def test_unchanged_inputs_skip_every_stage(setup, trained):
     first = run(setup)
-    assert {"prepare", "fuse/max", "fuse/student", "datasets/mine", "detect/mine", "report"} <= set(first)
+    assert {"prepare", "fuse/max", "fuse/student", "datasets/mine", "detect/mine-seed0", "report"} <= set(first)
     assert sorted(trained) == ["max", "mine", "student"]
     assert run(setup) == [] and len(trained) == 3
 
@@ -67,7 +68,7 @@ def test_one_pixel_of_a_users_image_reruns_its_dataset_and_detector_only(setup, 
     cv2.imwrite(str(image), pixels)
     assert image.stat().st_size == size
     trained.clear()
-    assert run(setup) == ["datasets/mine", "detect/mine", "report"]
+    assert run(setup) == ["datasets/mine", "detect/mine-seed0", "report"]
     assert trained == ["mine"]
 
 
@@ -80,7 +81,7 @@ def test_one_box_of_an_annotation_reruns_everything_that_reads_it(setup, trained
     xml.write_text(text[:start] + str(int(text[start:end]) + 1) + text[end:])
     trained.clear()
     ran = run(setup)
-    assert {"prepare", "datasets/max", "datasets/mine", "datasets/student", "detect/max", "detect/mine"} <= set(ran)
+    assert {"prepare", "datasets/max", "datasets/mine", "datasets/student", "detect/max-seed0", "detect/mine-seed0"} <= set(ran)
     assert sorted(trained) == ["max", "mine", "student"]
 
 
@@ -89,7 +90,7 @@ def test_new_weights_at_the_same_path_refuse_the_old_fused_images(setup, trained
     student_dir = next(p for p in setup["out"].iterdir() if p.name.startswith("fuse-student-"))
     random_weights("student", seed=2, path=setup["weights"])  # retrained to the same file name
     trained.clear()
-    assert run(setup) == ["datasets/student", "detect/student", "fuse/student", "report"]
+    assert run(setup) == ["datasets/student", "detect/student-seed0", "fuse/student", "report"]
     assert trained == ["student"]
     assert student_dir.is_dir()  # the old stage folder is left as it was; the new one has its own key
 
@@ -104,8 +105,8 @@ def test_detect_is_the_pipeline_without_training_stages(setup, trained, capsys):
     assert main(argv) == 0
     assert sorted(trained) == ["max", "mine", "student"]
     names = sorted(p.name.rsplit("-", 1)[0] for p in out.iterdir() if (p / "DONE").is_file())
-    assert names == ["datasets-max", "datasets-mine", "datasets-student", "detect-max", "detect-mine",
-                     "detect-student", "fuse-max", "fuse-student", "prepare", "report"]
+    assert names == ["datasets-max", "datasets-mine", "datasets-student", "detect-max-seed0", "detect-mine-seed0",
+                     "detect-student-seed0", "fuse-max", "fuse-student", "prepare", "report"]
     assert (out / "report" / "report.md").is_file()
     trained.clear()
     assert main(argv) == 0 and trained == []

@@ -12,6 +12,11 @@ interrupted run continues. ``key`` is 12 hex digits of the BLAKE2b hash of
 - the versions of mmdrfuse, ultralytics and torch.
 
 ``--from STAGE`` forces a stage (every item of it) and those after it.
+
+``Run.stage`` runs a stage in this process; stages that may run elsewhere (the detectors, one
+per method and training seed, as tasks of mmdrfuse.pipeline.executor) are split in three:
+``Run.plan`` (key, folder, done before?), ``run_in_folder`` (the task: body, then ``DONE``) and
+``Run.record``.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import json
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
@@ -126,22 +132,20 @@ class Run:
         """``{label: content digest}`` of the files or folders read from outside the run."""
         return {label: (self.hashes.path(path) if path is not None else None) for label, path in inputs.items()}
 
-    def stage(
+    def plan(
         self,
         name: str,
-        body: Callable[..., Dict],
-        /,
         *,
         settings: Mapping,
         depends: Iterable[str] = (),
         inputs: Optional[Mapping[str, Optional[Path]]] = None,
         item: Optional[str] = None,
-        **arguments,
-    ) -> Dict:
-        """``body(folder, **arguments) -> outputs`` unless its folder has ``DONE``; returns the outputs.
+    ) -> StagePlan:
+        """The key and folder of a stage, and its outputs when it is done (and not forced).
 
         ``depends`` names earlier stages (``name`` or ``name/item``) whose keys enter this one;
-        ``inputs`` are files or folders outside the run whose content enters it."""
+        ``inputs`` are files or folders outside the run whose content enters it. A forced stage's
+        old folder is removed (a stage folder: this command made it)."""
         if name not in self.stages:
             raise ValueError(f"unknown stage {name!r}")
         if item is not None and not _PLAIN_NAME.match(item):
@@ -158,17 +162,59 @@ class Run:
         if done.is_file() and name not in self.force:
             self.log(f"== {label}: done before ({folder.name}), skipped")
             self.outputs[label] = json.loads(done.read_text())
-            return self.outputs[label]
+            return StagePlan(label, folder, self.outputs[label])
         if name in self.force and folder.exists():
-            shutil.rmtree(folder)  # a stage folder: this command made it
-        self.log(f"== {label}: running into {folder}")
-        folder.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        outputs = body(folder, **arguments)
-        outputs["seconds"] = round(time.perf_counter() - start, 3)
-        write_text_atomic(done, json.dumps(outputs, indent=2) + "\n")
-        self.outputs[label] = outputs
-        self.ran.append(label)
-        self.log(f"== {label}: finished in {outputs['seconds']:.1f} s")
+            shutil.rmtree(folder)
+        return StagePlan(label, folder, None)
+
+    def record(self, plan: StagePlan, outputs: Dict) -> Dict:
+        """Note the outputs of a stage that ``run_in_folder`` ran."""
+        self.outputs[plan.label] = outputs
+        self.ran.append(plan.label)
+        self.log(f"== {plan.label}: finished in {outputs['seconds']:.1f} s")
         return outputs
 
+    def stage(
+        self,
+        name: str,
+        body: Callable[..., Dict],
+        /,
+        *,
+        settings: Mapping,
+        depends: Iterable[str] = (),
+        inputs: Optional[Mapping[str, Optional[Path]]] = None,
+        item: Optional[str] = None,
+        **arguments,
+    ) -> Dict:
+        """``body(folder, **arguments) -> outputs`` unless its folder has ``DONE``; returns the
+        outputs (``plan`` explains ``depends`` and ``inputs``)."""
+        plan = self.plan(name, settings=settings, depends=depends, inputs=inputs, item=item)
+        if plan.outputs is not None:
+            return plan.outputs
+        self.log(f"== {plan.label}: running into {plan.folder}")
+        return self.record(plan, run_in_folder(plan.folder, body, arguments))
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """A stage's label (``name`` or ``name/item``), folder, and outputs when it is done (else None)."""
+
+    label: str
+    folder: Path
+    outputs: Optional[Dict]
+
+
+def run_in_folder(folder: Path, body: Callable[..., Dict], arguments: Mapping) -> Dict:
+    """``body(folder, **arguments)``, timed (``seconds``, ``cpu_seconds``), with ``DONE`` (its outputs
+    as JSON) written last.
+
+    A plain function of picklable arguments, so an executor may run it in another process."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    start, cpu = time.perf_counter(), time.process_time()
+    outputs = body(folder, **arguments)
+    outputs["seconds"] = round(time.perf_counter() - start, 3)
+    # CPU seconds of every thread: on a shared machine, wall time grows with the load and this does not.
+    outputs["cpu_seconds"] = round(time.process_time() - cpu, 3)
+    write_text_atomic(folder / DONE, json.dumps(outputs, indent=2) + "\n")
+    return outputs

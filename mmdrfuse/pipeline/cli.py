@@ -35,4 +35,4 @@ def register(subparsers) -> None:
     add_command(subparsers, "pipeline", section="pipeline", handler=pipeline_command,
                 help="run prepare, train, fuse, detect and report from one YAML config, with caching")
     add_command(subparsers, "demo", section="demo", handler=demo_command,
-                help="the whole pipeline on synthetic data, sized for a small CPU (5 to 10 minutes on 2 cores)")
+                help="the whole pipeline on synthetic data, 3 training seeds, sized for a small CPU (10 minutes or less on 2 cores)")

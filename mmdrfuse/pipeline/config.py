@@ -2,16 +2,18 @@
 
 Its sections reuse the schema of the commands they stand for (mmdrfuse/cfg/default.yaml):
 ``prepare.patches`` takes the settings of ``prepare patches``, ``prepare.subset`` the
-``train``/``val``/``seed`` of ``prepare yolo``, ``teacher``/``student`` those of ``train
-teacher|student`` (plus ``weights``: use these instead of training), ``fuse`` and ``detect``
-those of ``fuse`` and ``detect``, ``data.synthetic`` those of ``prepare synthetic``. Every
+``train``/``val``/``seed`` of ``prepare yolo`` (or ``manifest``: the exact ids of a
+manifest.json), ``teacher``/``student`` those of ``train teacher|student`` (plus ``weights``:
+use these instead of training), ``fuse`` and ``detect`` those of ``fuse`` and ``detect``,
+``data.synthetic`` those of ``prepare synthetic``. Every
 value is checked against its type; the defaults of the commands fill what a section leaves out.
+``detect.seeds`` (``0,1,2`` or a YAML list) are the training seeds, separate from the subset's seed.
 """
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Dict, Mapping
+from typing import Dict, List, Mapping, Optional
 
 from mmdrfuse.config import Option, check_settings, defaults, read_yaml_mapping, schema
 from mmdrfuse.detection.methods import parse_builtins
@@ -37,8 +39,10 @@ TOP = {
 FUSE_EXTRA = {"methods": _option("methods", "list")}
 NETWORK_EXTRA = {"weights": _option("weights", "path, optional")}
 DETECT_EXTRA = {"lr0": _option("lr0", "float, optional")}
-# The detector's protocol, plus the report's settings (they change the report, not a detector).
-DETECT_KEYS = (*PROTOCOL_KEYS, "bootstrap")
+# The report's settings: they change the report, not a detector (no detector stage's key has them).
+REPORT_KEYS = ("seeds", "bootstrap")
+DETECT_KEYS = (*PROTOCOL_KEYS, *REPORT_KEYS)
+SUBSET_EXTRA = {"manifest": _option("manifest", "path, optional")}
 WARM_START = {
     "epochs": schema("detect")["epochs"], "batch": schema("detect")["batch"], "imgsz": schema("detect")["imgsz"],
     "model": schema("detect")["model"], "optimizer": schema("detect")["optimizer"], "seed": schema("detect")["seed"],
@@ -117,7 +121,8 @@ def check_config(config: Mapping, source: str = "config") -> Dict:
         raise DataError(f"{source}: unknown key(s) in prepare: {', '.join(extra)}")
     if "subset" not in prepare:
         raise DataError(f"{source}: prepare.subset is missing (train, val, seed: the detection subset)")
-    subset = _settings("prepare_yolo", _mapping(prepare, "subset", source), f"{source}: prepare.subset", SUBSET)
+    subset = _settings("prepare_yolo", _mapping(prepare, "subset", source), f"{source}: prepare.subset", SUBSET,
+                       SUBSET_EXTRA)
     checked["prepare"] = {"subset": {**{k: defaults("prepare_yolo")[k] for k in SUBSET}, **subset}}
     if networks_to_train(checked):
         if "patches" not in prepare:
@@ -136,10 +141,34 @@ def check_config(config: Mapping, source: str = "config") -> Dict:
             raise DataError(f"{source}: warm_start.epochs is missing")
         checked["warm_start"] = {"synthetic": synthetic, **rest, **({"ultralytics": ultralytics} if ultralytics else {})}
 
-    detect = _settings("detect", _mapping(config, "detect", source, required=True), f"{source}: detect", DETECT_KEYS,
-                       DETECT_EXTRA)
+    detect = dict(_mapping(config, "detect", source, required=True))
+    if isinstance(detect.get("seeds"), list) and all(type(s) is int for s in detect["seeds"]):
+        detect["seeds"] = ",".join(map(str, detect["seeds"]))  # a YAML list [0, 1, 2] as the option's 0,1,2
+    detect = _settings("detect", detect, f"{source}: detect", DETECT_KEYS, DETECT_EXTRA)
     checked["detect"] = {**{k: v for k, v in defaults("detect").items() if k in DETECT_KEYS}, **detect}
+    parse_seeds(checked["detect"]["seeds"], f"{source}: detect.seeds")
     return checked
+
+
+def parse_seeds(value, source: str = "--seeds") -> Optional[List[int]]:
+    """``"0,1,2"`` (or one int) -> ``[0, 1, 2]``; None (or ``none``) -> None; DataError on
+    anything else, and on a repeated seed (it would count one detector twice)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    try:
+        seeds = [int(part) for part in str(value).split(",")]
+    except ValueError:
+        raise DataError(f"{source} must be comma-separated integers such as 0,1,2, got {value!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise DataError(f"{source} repeats a seed: {value!r}")
+    return seeds
+
+
+def training_seeds(detect: Mapping) -> List[int]:
+    """The training seeds of a checked ``detect`` section: ``seeds``, else ``[seed]``."""
+    return parse_seeds(detect.get("seeds")) or [int(detect["seed"])]
 
 
 def networks_to_train(config: Mapping) -> list:

@@ -6,7 +6,9 @@ once (``prepare``), the built-in methods are fused (``fuse-<method>-<key>/``; th
 from ``--student-weights``/``--teacher-weights``), the user's ``--method NAME=DIR`` folders
 are used as they are, and every method gets its YOLO dataset, detector and row in the report
 (``<out>/report/``). Every stage is cached by content, so re-running continues where it stopped
-and changing one method's images reruns that method only.
+and changing one method's images reruns that method only. ``--seeds 0,1,2`` trains one detector
+per method and seed (a task each, mmdrfuse.pipeline.executor); ``--manifest FILE`` reuses the
+exact ids of an earlier run (its ``report/manifest.json``, which also lists every skipped id).
 """
 from __future__ import annotations
 
@@ -18,18 +20,20 @@ from mmdrfuse.errors import DataError
 from mmdrfuse.pipeline.run import run_pipeline
 
 
-def detect_config(*, root, builtins, model, weights, epochs, batch, optimizer, imgsz, device, seed, train, val,
-                  workers, network_weights, close_mosaic, warmup_epochs, mosaic, amp, bootstrap) -> dict:
-    """The pipeline config of a ``detect`` command line."""
+def detect_config(*, root, builtins, model, weights, epochs, batch, optimizer, imgsz, device, seed, seeds, train,
+                  val, manifest, workers, network_weights, close_mosaic, warmup_epochs, mosaic, amp, bootstrap) -> dict:
+    """The pipeline config of a ``detect`` command line: ``seed`` draws the subset (unless
+    ``manifest`` gives its ids) and is the training seed unless ``seeds`` are given."""
+    subset = {"train": train, "val": val, "seed": seed, **({"manifest": str(manifest)} if manifest else {})}
     config = {
         "data": {"root": str(root)},
         "device": device,
         "workers": workers,
-        "prepare": {"subset": {"train": train, "val": val, "seed": seed}},
+        "prepare": {"subset": subset},
         "fuse": {"methods": list(builtins)},
         "detect": {"model": model, "weights": weights, "epochs": epochs, "batch": batch, "optimizer": optimizer,
-                   "imgsz": imgsz, "seed": seed, "close_mosaic": close_mosaic, "warmup_epochs": warmup_epochs,
-                   "mosaic": mosaic, "amp": amp, "bootstrap": bootstrap},
+                   "imgsz": imgsz, "seed": seed, "seeds": seeds, "close_mosaic": close_mosaic,
+                   "warmup_epochs": warmup_epochs, "mosaic": mosaic, "amp": amp, "bootstrap": bootstrap},
     }
     for kind, path in network_weights.items():
         config[kind] = {"weights": str(path)}
@@ -54,6 +58,8 @@ def run_detect(*, root, out, method, builtin, student_weights, teacher_weights, 
             if not Path(given[kind]).is_file():
                 raise DataError(f"--{kind}-weights file does not exist: {given[kind]}")
             network_weights[kind] = Path(given[kind])
+    if protocol["manifest"] and not Path(protocol["manifest"]).is_file():
+        raise DataError(f"--manifest file does not exist: {protocol['manifest']}")
     config = detect_config(root=root, builtins=builtins, network_weights=network_weights, **protocol)
     outcome = run_pipeline(config, Path(out), methods=user_methods, progress=not quiet,
                            log=(lambda *a, **k: None) if quiet else print)

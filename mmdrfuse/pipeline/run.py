@@ -11,17 +11,29 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional
 
 from mmdrfuse.detection.methods import NETWORK_METHODS
+from mmdrfuse.detection.yolo_train import PROTOCOL_KEYS, scratch_warning
 from mmdrfuse.files import atomic_directory
 from mmdrfuse.pipeline import stages
-from mmdrfuse.pipeline.cache import DONE, Run
-from mmdrfuse.pipeline.config import check_config, load_config, merge, networks_to_train, weights_path
+from mmdrfuse.pipeline.cache import DONE, Run, run_in_folder
+from mmdrfuse.pipeline.config import (
+    REPORT_KEYS,
+    check_config,
+    load_config,
+    merge,
+    networks_to_train,
+    training_seeds,
+    weights_path,
+)
+from mmdrfuse.pipeline.executor import TasksFailed, run_tasks
 
 STAGES = ("synthetic", "prepare", "teacher", "student", "fuse", "datasets", "warmstart", "detect", "report")
 DEFAULT_OUT = "runs/pipeline"  # when neither --out nor the config's out is given
+WARM_START_FALLBACKS = ("model", "batch", "imgsz")  # detect settings a warm_start section may leave out
 
 __all__ = ["DEFAULT_OUT", "STAGES", "check_config", "load_config", "merge", "run_pipeline"]
 
@@ -38,15 +50,20 @@ def _detector_start(config: Mapping):
 
 
 def run_pipeline(config: Mapping, out: Path, *, methods: Optional[Mapping[str, Path]] = None,
-                 force_from: Optional[str] = None, progress: bool = True, log: Callable = print) -> Dict:
+                 force_from: Optional[str] = None, progress: bool = True, log: Callable = print,
+                 executor: str = "local", address: Optional[str] = None) -> Dict:
     """Run every stage of ``config`` under ``out``; ``methods`` adds user image folders
-    (``{name: folder}``, one image per id) to the comparison. Returns ``{"report": folder,
-    "ran": [stages], "keys": {...}}``."""
+    (``{name: folder}``, one image per id) to the comparison; the detectors (one per method and
+    training seed) are tasks of ``executor`` (mmdrfuse.pipeline.executor). Returns ``{"report":
+    folder, "ran": [stages], "keys": {...}}``."""
     config = check_config(config)
     methods = dict(methods or {})
     run = Run(out, STAGES, force_from, log)
     device, workers = config.get("device", "auto"), int(config.get("workers", 0))
     start_weights, allow_download = _detector_start(config)
+    warning = None if config.get("warm_start") else scratch_warning(start_weights, config["detect"]["epochs"])
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)  # once, before any work (quiet or not)
 
     data = config["data"]
     if data.get("synthetic"):
@@ -59,9 +76,12 @@ def run_pipeline(config: Mapping, out: Path, *, methods: Optional[Mapping[str, P
     to_train = networks_to_train(config)
     patches = config["prepare"].get("patches") if to_train else None
     subset = config["prepare"]["subset"]
-    prepared = run.stage("prepare", stages.prepare, settings={"patches": patches, "subset": subset},
-                         depends=data_depends, inputs=data_inputs, root=root, patches=patches, subset=subset,
-                         progress=progress, log=log)
+    # A given manifest's ids replace the draw: its content enters the key, not its path or the draw's settings.
+    given = {"manifest": Path(subset["manifest"])} if subset.get("manifest") else {}
+    prepared = run.stage("prepare", stages.prepare,
+                         settings={"patches": patches, "subset": {"manifest": "content"} if given else subset},
+                         depends=data_depends, inputs={**data_inputs, **given}, root=root, patches=patches,
+                         subset=subset, progress=progress, log=log)
     manifest = json.loads(Path(prepared["manifest"]).read_text())
 
     weights, weights_key = _network_weights(run, config, to_train, prepared, device=device, progress=progress, log=log)
@@ -78,20 +98,20 @@ def run_pipeline(config: Mapping, out: Path, *, methods: Optional[Mapping[str, P
     protocol, detect_depends, detect_inputs = _detector_protocol(run, config, start_weights, device=device,
                                                                  workers=workers, progress=progress, log=log)
 
-    results: Dict[str, Dict] = {}
-    detectors: Dict[str, str] = {}
-    for index, (name, data_yaml) in enumerate(datasets.items(), start=1):
-        log(f"[{index}/{len(datasets)}] {name}")
-        detected = run.stage("detect", stages.detect_method, item=name, settings={"protocol": protocol, "device": device},
-                             depends=[f"datasets/{name}"] + detect_depends, inputs=detect_inputs, name=name,
-                             data_yaml=data_yaml, protocol=protocol, device=device, workers=workers,
-                             allow_download=allow_download, progress=progress, log=log)
-        results[name], detectors[name] = detected["result"], detected["detector"]
-
-    reported = run.stage("report", stages.make_report, settings={"device": device},
-                         depends=[f"detect/{name}" for name in datasets] + [f"fuse/{n}" for n in config["fuse"]["methods"]],
-                         results=results, fusion_ms=fusion_ms, protocol={**protocol, "device": device}, root=root,
-                         datasets=datasets, detectors=detectors, manifest=manifest)
+    seeds = training_seeds(config["detect"])
+    runs, detectors = _detectors(run, datasets, protocol, seeds, detect_depends, detect_inputs, device=device,
+                                 workers=workers, allow_download=allow_download, progress=progress, log=log,
+                                 executor=executor, address=address)
+    bootstrap = config["detect"]["bootstrap"]
+    detector_protocol = {k: v for k, v in protocol.items() if k not in REPORT_KEYS}
+    reported = run.stage("report", stages.make_report, settings={"device": device, "bootstrap": bootstrap},
+                         depends=[label for labels in detectors.values() for label in labels]
+                         + [f"fuse/{n}" for n in config["fuse"]["methods"]],
+                         runs=runs, fusion_ms=fusion_ms, protocol={**detector_protocol, "device": device},
+                         bootstrap=bootstrap, root=root, datasets=datasets,
+                         detectors={name: [run.outputs[label]["detector"] for label in labels]
+                                    for name, labels in detectors.items()},
+                         manifest=manifest)
     report_folder = Path(reported["report"])
     # The latest report, where a user looks first, replaced as a whole.
     with atomic_directory(run.out / "report") as staging:
@@ -99,6 +119,44 @@ def run_pipeline(config: Mapping, out: Path, *, methods: Optional[Mapping[str, P
             if file.name != DONE:
                 shutil.copy2(file, staging / file.name)
     return {"report": str(run.out / "report"), "ran": run.ran, "keys": run.keys}
+
+
+def _detectors(run: Run, datasets: Mapping[str, str], protocol: Mapping, seeds, depends, inputs, *, device,
+               workers: int, allow_download: bool, progress: bool, log: Callable, executor: str,
+               address: Optional[str]):
+    """One detector per method and training seed (stage ``detect/<method>-seed<s>``), those not done
+    before as tasks of ``executor``. Returns ``{method: [result per seed]}`` and ``{method: [stage
+    labels]}``; when tasks fail, TasksFailed names each one's method and seed after the others
+    finished (they stay cached: a re-run retries only the failed ones)."""
+    detector = {k: protocol[k] for k in (*PROTOCOL_KEYS, "warm_start") if k in protocol}
+    labels: Dict[str, list] = {name: [] for name in datasets}
+    pending, tasks = [], []
+    for name, data_yaml in datasets.items():
+        for seed in seeds:
+            settings = {**detector, "seed": seed}
+            plan = run.plan("detect", item=f"{name}-seed{seed}", settings={"protocol": settings, "device": device},
+                            depends=[f"datasets/{name}"] + list(depends), inputs=inputs)
+            labels[name].append(plan.label)
+            if plan.outputs is None:
+                pending.append((name, seed, plan))
+                tasks.append({"folder": plan.folder, "body": stages.detect_method, "arguments": {
+                    "name": name, "data_yaml": data_yaml, "protocol": settings, "device": device, "workers": workers,
+                    "allow_download": allow_download, "progress": progress}})
+    if tasks:
+        log(f"== detect: {len(tasks)} detector(s) to train ({len(datasets)} method(s) x {len(seeds)} seed(s), "
+            f"{len(datasets) * len(seeds) - len(tasks)} done before)")
+    failed = []
+    for (name, seed, plan), outcome in zip(pending, run_tasks(run_in_folder, tasks, executor=executor, address=address)):
+        if outcome.ok:
+            run.record(plan, outcome.result)
+        else:
+            log(f"== {plan.label}: failed\n{outcome.trace}")
+            failed.append(f"{name} seed {seed}: {type(outcome.error).__name__}: {outcome.error}")
+    if failed:
+        raise TasksFailed(f"{len(failed)} of {len(datasets) * len(seeds)} detector run(s) failed ({'; '.join(failed)}); "
+                          f"the others finished and are cached: run again to retry only the failed ones")
+    runs = {name: [run.outputs[label]["result"] for label in labels[name]] for name in datasets}
+    return runs, labels
 
 
 def _network_weights(run: Run, config: Mapping, to_train, prepared: Mapping, *, device, progress: bool,
@@ -156,8 +214,9 @@ def _detector_protocol(run: Run, config: Mapping, start_weights, *, device, work
     stage) when the config has one, else from the resolved starting weights (by content)."""
     protocol = dict(config["detect"])
     if config.get("warm_start"):
+        used = {k: protocol[k] for k in WARM_START_FALLBACKS}  # the detect settings stages.warm_start reads
         warm = run.stage("warmstart", stages.warm_start,
-                         settings={"warm_start": config["warm_start"], "detect": protocol, "device": device},
+                         settings={"warm_start": config["warm_start"], "detect": used, "device": device},
                          warm=config["warm_start"], protocol=protocol, device=device, workers=workers, progress=progress,
                          log=log)
         return {**protocol, "weights": warm["weights"], "warm_start": config["warm_start"]}, ["warmstart"], {}

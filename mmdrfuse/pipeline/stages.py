@@ -6,6 +6,7 @@ Each writes only inside its ``folder`` and returns a JSON-able mapping of what i
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional
 
@@ -13,6 +14,7 @@ from mmdrfuse.config import defaults
 from mmdrfuse.data.io import list_images
 from mmdrfuse.detection.methods import SINGLE_MODALITIES, make_method_images, subset_pairs
 from mmdrfuse.detection.report import write_report
+from mmdrfuse.detection.summary import summarise
 from mmdrfuse.detection.yolo_train import train_detector
 from mmdrfuse.errors import DataError
 from mmdrfuse.files import write_text_atomic
@@ -27,14 +29,20 @@ def make_synthetic(folder: Path, *, scenes: Mapping, progress: bool) -> Dict:
 
 def prepare(folder: Path, *, root: Path, patches: Optional[Mapping], subset: Mapping, progress: bool,
             log: Callable) -> Dict:
-    """The fusion training patches (when ``patches`` settings are given) and the detection subset."""
+    """The fusion training patches (when ``patches`` settings are given) and the detection subset:
+    drawn with ``subset``'s ``train``, ``val`` and ``seed``, or the exact ids of its ``manifest``."""
     from mmdrfuse.data.patches import prepare_patches
-    from mmdrfuse.data.yolo import select_subset
+    from mmdrfuse.data.yolo import read_manifest, select_subset
 
     outputs = {}
     if patches is not None:
         outputs["patches"] = str(prepare_patches(root, out=folder / "patches", progress=progress, log=log, **patches))
-    manifest = select_subset(root, **subset)
+    if subset.get("manifest"):
+        manifest = read_manifest(subset["manifest"])
+        subset_pairs(root, manifest["train"] + manifest["val"])  # every id must be a pair of this root
+        log(f"subset of {subset['manifest']}: {len(manifest['train'])} train + {len(manifest['val'])} val ids")
+    else:
+        manifest = select_subset(root, **{k: subset[k] for k in ("train", "val", "seed")})
     write_text_atomic(folder / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     outputs["manifest"] = str(folder / "manifest.json")
     return outputs
@@ -97,34 +105,47 @@ def warm_start(folder: Path, *, warm: Mapping, protocol: Mapping, device, worker
         make_method_images("infrared" if index % 2 == 0 else "visible", [pair], folder / "mixture", progress=False)
     data_yaml = build_yolo_dataset(root, folder / "mixture", folder / "dataset", manifest=folder / "manifest.json",
                                    strict=False, progress=progress, log=log)
-    result = train_detector(
-        data_yaml, folder / "detector", model=warm.get("model", protocol["model"]), weights=None,
-        epochs=int(warm["epochs"]), batch=int(warm.get("batch", protocol["batch"])),
-        imgsz=int(warm.get("imgsz", protocol["imgsz"])), optimizer=warm.get("optimizer", "SGD"),
-        seed=int(warm.get("seed", 0)), device=device, workers=workers, extra=warm.get("ultralytics"), quiet=not progress,
-    )
+    with warnings.catch_warnings():
+        # From scratch by design: it stands for pretrained weights, and its own epochs are the config's choice.
+        warnings.filterwarnings("ignore", message="a detector trained from scratch", category=RuntimeWarning)
+        result = train_detector(
+            data_yaml, folder / "detector", model=warm.get("model", protocol["model"]), weights=None,
+            epochs=int(warm["epochs"]), batch=int(warm.get("batch", protocol["batch"])),
+            imgsz=int(warm.get("imgsz", protocol["imgsz"])), optimizer=warm.get("optimizer", "SGD"),
+            seed=int(warm.get("seed", 0)), device=device, workers=workers, extra=warm.get("ultralytics"),
+            quiet=not progress,
+        )
     log(f"warm start: mAP@.5:.95 {result['map50_95']:.3f}, mAP@.5 {result['map50']:.3f} on its own validation images")
     return {"weights": result["weights"], "map50_95": result["map50_95"], "map50": result["map50"]}
 
 
 def detect_method(folder: Path, *, name: str, data_yaml: str, protocol: Mapping, device, workers: int,
-                  allow_download: bool, progress: bool, log: Callable) -> Dict:
-    """Train and score one method's detector with the settings of ``protocol``."""
-    log(f"    {name}: training {protocol['model']} for {protocol['epochs']} epoch(s)")
-    result = train_detector(
-        data_yaml, folder, model=protocol["model"], weights=protocol.get("weights"),
-        epochs=protocol["epochs"], batch=protocol["batch"], imgsz=protocol["imgsz"],
-        optimizer=protocol["optimizer"], lr0=protocol.get("lr0"), seed=protocol["seed"],
-        close_mosaic=protocol["close_mosaic"], warmup_epochs=protocol["warmup_epochs"], mosaic=protocol["mosaic"],
-        amp=protocol["amp"], device=device, workers=workers, allow_download=allow_download, quiet=not progress,
-    )
-    log(f"    {name}: mAP@.5:.95 {result['map50_95']:.3f} (pycocotools {result['map50_95_coco']:.3f}), mAP@.5 {result['map50']:.3f}")
+                  allow_download: bool, progress: bool) -> Dict:
+    """Train and score one detector of method ``name`` with the settings of ``protocol`` (its
+    ``seed`` the training seed). A task of mmdrfuse.pipeline.executor: plain, picklable arguments."""
+    seed = protocol["seed"]
+    if progress:
+        print(f"    {name}, seed {seed}: training {protocol['model']} for {protocol['epochs']} epoch(s)")
+    with warnings.catch_warnings():
+        # The scratch warning was printed once, before any work (mmdrfuse.pipeline.run).
+        warnings.filterwarnings("ignore", message="a detector trained from scratch", category=RuntimeWarning)
+        result = train_detector(
+            data_yaml, folder, model=protocol["model"], weights=protocol.get("weights"),
+            epochs=protocol["epochs"], batch=protocol["batch"], imgsz=protocol["imgsz"],
+            optimizer=protocol["optimizer"], lr0=protocol.get("lr0"), seed=seed,
+            close_mosaic=protocol["close_mosaic"], warmup_epochs=protocol["warmup_epochs"], mosaic=protocol["mosaic"],
+            amp=protocol["amp"], device=device, workers=workers, allow_download=allow_download, quiet=not progress,
+        )
+    if progress:
+        print(f"    {name}, seed {seed}: mAP@.5:.95 {result['map50_95']:.3f} (pycocotools {result['map50_95_coco']:.3f}), "
+              f"mAP@.5 {result['map50']:.3f}")
     return {"result": result, "detector": str(folder)}
 
 
 def example_columns(root: Path, datasets: Mapping[str, str], detectors: Mapping[str, str], manifest: Mapping) -> Dict:
     """plot_examples' arguments: the input modalities (when they are not methods) then every method,
-    each method's images read from its YOLO dataset's val split."""
+    each method's images read from its YOLO dataset's val split, its boxes from ``detectors[name]``
+    (the first training seed's detector folder)."""
     pairs = subset_pairs(root, manifest["val"])
     columns = [
         {"title": f"{modality} (input)", "images": {p.id: (p.ir if modality == "infrared" else p.vi) for p in pairs}}
@@ -142,18 +163,31 @@ def example_columns(root: Path, datasets: Mapping[str, str], detectors: Mapping[
     return {"columns": columns, "ground_truth": ground_truth}
 
 
-def make_report(folder: Path, *, results: Mapping[str, Dict], fusion_ms: Mapping[str, Optional[float]],
-                protocol: Mapping, root: Path, datasets: Mapping[str, str], detectors: Mapping[str, str],
-                manifest: Mapping) -> Dict:
-    """results.json / .csv, report.md and the two figures in ``folder``."""
-    methods = {}
-    for name, result in results.items():
-        methods[name] = {k: result.get(k) for k in ("map50_95", "map50", "precision", "recall", "map50_95_coco", "map50_coco")}
-        methods[name]["fusion_ms_per_image"] = fusion_ms.get(name)
-        methods[name]["train_seconds"] = result.get("train_seconds")
+def skipped_ids(datasets: Mapping[str, str]) -> Dict[str, Dict[str, List[str]]]:
+    """``{method: {reason: [ids]}}``: the ids of the subset each method's YOLO dataset skipped."""
+    skipped = {}
+    for name, data_yaml in datasets.items():
+        record = json.loads((Path(data_yaml).parent / "manifest.json").read_text())
+        skipped[name] = {reason: sorted(ids) for reason, ids in record["skipped"].items()}
+    return skipped
+
+
+def make_report(folder: Path, *, runs: Mapping[str, List[Dict]], fusion_ms: Mapping[str, Optional[float]],
+                protocol: Mapping, bootstrap: int, root: Path, datasets: Mapping[str, str],
+                detectors: Mapping[str, List[str]], manifest: Mapping) -> Dict:
+    """results.json / .csv, report.md, the two figures and manifest.json in ``folder``.
+
+    ``runs``: ``{method: [train_detector's result per training seed]}``; ``detectors``: their folders.
+    The figures are ``summarise``'s (means over seeds, bootstrap intervals with ``bootstrap``
+    resamples, the paired comparisons); ``manifest.json`` is the subset (``detect --manifest``
+    reuses it) with every skipped id and the reason, per method."""
+    results = summarise({name: list(seeds) for name, seeds in runs.items()}, fusion_ms=dict(fusion_ms),
+                        resamples=bootstrap)
     synthetic = (Path(root) / "synthetic.json").is_file()
-    full_protocol = {**protocol, "data": str(Path(root).resolve()), "synthetic_data": synthetic,
-                     "train_images": len(manifest["train"]), "val_images": len(manifest["val"])}
-    examples = example_columns(root, datasets, detectors, manifest)
-    write_report(folder, {"methods": methods, "protocol": full_protocol}, examples)
+    seeds = sorted({seed for per_method in runs.values() for seed in (r.get("seed") for r in per_method)}, key=str)
+    results["protocol"] = {**protocol, "seeds": seeds, "data": str(Path(root).resolve()), "synthetic_data": synthetic,
+                           "train_images": len(manifest["train"]), "val_images": len(manifest["val"])}
+    write_text_atomic(folder / "manifest.json", json.dumps({**manifest, "skipped": skipped_ids(datasets)}, indent=2) + "\n")
+    examples = example_columns(root, datasets, {name: folders[0] for name, folders in detectors.items()}, manifest)
+    write_report(folder, results, examples)
     return {"report": str(folder)}
