@@ -215,3 +215,44 @@ def test_a_toy_detector_trained_through_ray_equals_a_direct_call(cluster, tmp_pa
     for key in ("map50_95", "map50", "precision", "recall", "coco", "lamr", "seed", "protocol"):
         assert through_ray[key] == direct[key], key
     assert Path(through_ray["weights"]).parent.parent.parent == tmp_path / "ray"
+
+
+def test_run_tasks_dispatches_to_ray_and_turns_task_errors_into_outcomes(monkeypatch):
+    from mmdrfuse.pipeline import executor
+
+    calls = []
+
+    def fake_ray(function, tasks, *, address=None):
+        calls.append((function, list(tasks), address))
+        return [function(**tasks[0]), TaskError("(method='max', seed=1)", DataError("bad"), "trace")]
+
+    monkeypatch.setattr(ray_executor, "require_ray", lambda: None)
+    monkeypatch.setattr(ray_executor, "run_tasks_ray", fake_ray)
+    tasks = [{"method": "a", "seed": 0, "values": [1, 2]}, {"method": "max", "seed": 1, "values": []}]
+    first, second = executor.run_tasks(square_sum, tasks, executor="ray", address="auto")
+    assert calls == [(square_sum, tasks, "auto")]
+    assert first.ok and first.result == {"method": "a", "seed": 0, "total": 5}
+    assert not second.ok and isinstance(second.error, DataError) and second.trace == "trace"
+
+
+def _per_method(report: Path):
+    import json
+
+    methods = json.loads((report / "results.json").read_text())["methods"]
+    return {name: {k: row[k] for k in ("map50_95", "map50", "coco", "lamr", "per_seed")} for name, row in methods.items()}
+
+
+@pytest.mark.slow
+def test_detect_through_ray_gives_the_local_executors_results(ray, cluster, make_shared_llvip, tmp_path, one_thread):
+    """The acceptance test of issue 15: ``detect --executor ray`` on a 2-CPU Ray cluster at toy
+    scale gives the same per-method results as ``--executor local``."""
+    from mmdrfuse.cli import main
+
+    llvip = make_shared_llvip(train=8, test=4, size=(128, 96))
+    common = ["detect", "--root", str(llvip), "--builtin", "infrared,max", "--train", "8", "--val", "4",
+              "--weights", "none", "--model", "yolov5n.yaml", "--epochs", "1", "--batch", "4", "--imgsz", "64",
+              "--device", "cpu", "--seeds", "0,1", "--bootstrap", "50", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "local")]) == 0
+    assert main([*common, "--out", str(tmp_path / "ray"), "--executor", "ray", "--ray-address", cluster]) == 0
+    local, remote = _per_method(tmp_path / "local" / "report"), _per_method(tmp_path / "ray" / "report")
+    assert set(local) == {"infrared", "max"} and remote == local

@@ -13,11 +13,12 @@ def detect_command(**options) -> int:
     return run_detect(**options)
 
 
-def pipeline_command(*, config_file, from_stage, out, quiet) -> int:
+def pipeline_command(*, config_file, from_stage, out, executor, ray_address, quiet) -> int:
     from mmdrfuse.pipeline.run import DEFAULT_OUT, load_config, run_pipeline
 
     config = load_config(config_file)
-    outcome = run_pipeline(config, out or config.get("out") or DEFAULT_OUT, force_from=from_stage, progress=not quiet)
+    outcome = run_pipeline(config, out or config.get("out") or DEFAULT_OUT, force_from=from_stage, progress=not quiet,
+                           executor=executor, address=ray_address)
     print(f"report: {outcome['report']}/report.md")
     return 0
 

@@ -40,7 +40,8 @@ def detect_config(*, root, builtins, model, weights, epochs, batch, optimizer, i
     return config
 
 
-def run_detect(*, root, out, method, builtin, student_weights, teacher_weights, quiet, **protocol) -> int:
+def run_detect(*, root, out, method, builtin, student_weights, teacher_weights, executor, ray_address, quiet,
+               **protocol) -> int:
     root = check_root(root)
     user_methods = dict(parse_method(text) for text in method or [])
     builtins = parse_builtins(builtin)
@@ -62,6 +63,6 @@ def run_detect(*, root, out, method, builtin, student_weights, teacher_weights, 
         raise DataError(f"--manifest file does not exist: {protocol['manifest']}")
     config = detect_config(root=root, builtins=builtins, network_weights=network_weights, **protocol)
     outcome = run_pipeline(config, Path(out), methods=user_methods, progress=not quiet,
-                           log=(lambda *a, **k: None) if quiet else print)
+                           log=(lambda *a, **k: None) if quiet else print, executor=executor, address=ray_address)
     print(f"report: {outcome['report']}/report.md")
     return 0

@@ -1,7 +1,7 @@
 """Independent tasks (one detector per method and training seed) through a small executor interface.
 
-The contract, shared with any other executor (e.g. ``mmdrfuse.pipeline.ray_executor``, which
-has a ``run_tasks(function, tasks, *, address)`` of the same meaning):
+The contract, shared with the Ray executor (``mmdrfuse.pipeline.ray_executor.run_tasks_ray``,
+whose answers :func:`run_tasks` turns into the same outcomes):
 
 - ``function`` is a plain top-level function and each task a mapping of picklable keyword
   arguments: ``function(**task)``;
@@ -12,7 +12,6 @@ has a ``run_tasks(function, tasks, *, address)`` of the same meaning):
 """
 from __future__ import annotations
 
-import importlib
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, List, Mapping, Optional, Sequence
@@ -56,10 +55,11 @@ def run_tasks(function: Callable, tasks: Sequence[Mapping], *, executor: str = "
     cluster at ``address``, from ``mmdrfuse.pipeline.ray_executor``); one ``Outcome`` per task."""
     if executor == "local":
         return run_local(function, tasks)
-    if executor not in EXECUTORS:
+    if executor != "ray":
         raise DataError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
-    try:
-        module = importlib.import_module(f"mmdrfuse.pipeline.{executor}_executor")
-    except ImportError as error:
-        raise DataError(f"the {executor} executor is not available here ({error})") from None
-    return module.run_tasks(function, tasks, address=address)
+    from mmdrfuse.pipeline import ray_executor
+
+    ray_executor.require_ray()  # RayNotInstalled: one line saying how to install it
+    answers = ray_executor.run_tasks_ray(function, tasks, address=address)
+    return [Outcome(error=answer.error, trace=answer.trace) if isinstance(answer, ray_executor.TaskError)
+            else Outcome(result=answer) for answer in answers]
