@@ -155,3 +155,35 @@ def test_local_executor_keeps_order_results_and_errors():
     assert isinstance(outcomes[1].error, ValueError) and "invalid literal" in outcomes[1].trace
     with pytest.raises(DataError, match="unknown executor"):
         run_tasks(parse_count, [], executor="dask")
+
+
+def test_fusion_and_detectors_go_through_the_executor_and_a_failed_fusion_is_named(llvip, tmp_path, stubs,
+                                                                                    monkeypatch):
+    from mmdrfuse.pipeline import run as run_module
+
+    seen = []
+
+    def recording(function, tasks, *, executor, address):
+        seen.append((executor, address, [task["body"].__name__ for task in tasks]))
+        return run_tasks(function, tasks)
+
+    monkeypatch.setattr(run_module, "run_tasks", recording)
+    run_pipeline(config(llvip), tmp_path / "run", progress=False, log=lambda *a: None, executor="ray", address="auto")
+    assert seen == [("ray", "auto", ["fuse_method", "fuse_method"]), ("ray", "auto", ["detect_method", "detect_method"])]
+
+    # One method's fusion fails: the other is fused and kept, the failure named; the re-run fuses only it.
+    real = stages.fuse_method
+
+    def failing(folder, *, name, **arguments):
+        if name == "max":
+            raise DataError("cannot decode image: max/010001.jpg")
+        return real(folder, name=name, **arguments)
+
+    monkeypatch.setattr(stages, "fuse_method", failing)
+    seen.clear()
+    with pytest.raises(TasksFailed, match=r"1 of 2 fusion\(s\) failed \(max: DataError: cannot decode"):
+        run_pipeline(config(llvip), tmp_path / "fresh", progress=False, log=lambda *a: None)
+    monkeypatch.setattr(stages, "fuse_method", real)
+    seen.clear()
+    run_pipeline(config(llvip), tmp_path / "fresh", progress=False, log=lambda *a: None)
+    assert seen[0][2] == ["fuse_method"]  # infrared was kept

@@ -86,7 +86,8 @@ def run_pipeline(config: Mapping, out: Path, *, methods: Optional[Mapping[str, P
 
     weights, weights_key = _network_weights(run, config, to_train, prepared, device=device, progress=progress, log=log)
     images, fusion_ms, image_key = _method_images(run, config, methods, root, manifest, weights, weights_key,
-                                                  device=device, progress=progress)
+                                                  device=device, progress=progress, executor=executor,
+                                                  address=address, log=log)
 
     datasets: Dict[str, str] = {}
     for name, folder in images.items():
@@ -145,18 +146,27 @@ def _detectors(run: Run, datasets: Mapping[str, str], protocol: Mapping, seeds, 
     if tasks:
         log(f"== detect: {len(tasks)} detector(s) to train ({len(datasets)} method(s) x {len(seeds)} seed(s), "
             f"{len(datasets) * len(seeds) - len(tasks)} done before)")
+    _run_tasks(run, [(f"{name} seed {seed}", plan) for name, seed, plan in pending], tasks, total=len(datasets) * len(seeds),
+               what="detector run", executor=executor, address=address, log=log)
+    runs = {name: [run.outputs[label]["result"] for label in labels[name]] for name in datasets}
+    return runs, labels
+
+
+def _run_tasks(run: Run, pending, tasks, *, total: int, what: str, executor: str, address: Optional[str],
+               log: Callable) -> None:
+    """Run the planned stages ``pending`` (``[(description, plan)]``, one per task of ``tasks``) with
+    ``executor`` and record each finished one; TasksFailed names every failed one after the others
+    finished (they stay cached: a re-run retries only the failed ones)."""
     failed = []
-    for (name, seed, plan), outcome in zip(pending, run_tasks(run_in_folder, tasks, executor=executor, address=address)):
+    for (description, plan), outcome in zip(pending, run_tasks(run_in_folder, tasks, executor=executor, address=address)):
         if outcome.ok:
             run.record(plan, outcome.result)
         else:
             log(f"== {plan.label}: failed\n{outcome.trace}")
-            failed.append(f"{name} seed {seed}: {type(outcome.error).__name__}: {outcome.error}")
+            failed.append(f"{description}: {type(outcome.error).__name__}: {outcome.error}")
     if failed:
-        raise TasksFailed(f"{len(failed)} of {len(datasets) * len(seeds)} detector run(s) failed ({'; '.join(failed)}); "
+        raise TasksFailed(f"{len(failed)} of {total} {what}(s) failed ({'; '.join(failed)}); "
                           f"the others finished and are cached: run again to retry only the failed ones")
-    runs = {name: [run.outputs[label]["result"] for label in labels[name]] for name in datasets}
-    return runs, labels
 
 
 def _network_weights(run: Run, config: Mapping, to_train, prepared: Mapping, *, device, progress: bool,
@@ -186,20 +196,31 @@ def _network_weights(run: Run, config: Mapping, to_train, prepared: Mapping, *, 
 
 
 def _method_images(run: Run, config: Mapping, methods: Mapping[str, Path], root: Path, manifest: Mapping,
-                   weights: Mapping, weights_key: Mapping, *, device, progress: bool):
+                   weights: Mapping, weights_key: Mapping, *, device, progress: bool, executor: str,
+                   address: Optional[str], log: Callable):
     """The image folder of every method (built-in ones fused by a stage each, the user's as they
     are), their fusion times, and how each enters its dataset's key."""
     images: Dict[str, str] = {}
     fusion_ms: Dict[str, Optional[float]] = {}
     image_key: Dict[str, Dict] = {}
     fuse = config["fuse"]
+    plans, pending, tasks = {}, [], []
     for name in fuse["methods"]:
         network = weights_key.get(name, {"depends": [], "inputs": {}})
         settings = {"scaling": fuse["scaling"], "batch": fuse["batch"], "device": device} if name in NETWORK_METHODS else {}
-        fused = run.stage("fuse", stages.fuse_method, item=name, settings=settings,
-                          depends=["prepare"] + network["depends"], inputs=network["inputs"],
-                          name=name, root=root, ids=manifest["train"] + manifest["val"], weights=weights.get(name),
-                          device=device, scaling=fuse["scaling"], batch=fuse["batch"], progress=progress)
+        plans[name] = plan = run.plan("fuse", item=name, settings=settings, depends=["prepare"] + network["depends"],
+                                      inputs=network["inputs"])
+        if plan.outputs is None:
+            pending.append((name, plan))
+            tasks.append({"folder": plan.folder, "body": stages.fuse_method, "arguments": {
+                "name": name, "root": root, "ids": manifest["train"] + manifest["val"], "weights": weights.get(name),
+                "device": device, "scaling": fuse["scaling"], "batch": fuse["batch"], "progress": progress}})
+    # Fusing many methods' large sets is as independent as the detectors: the same executor runs it.
+    if tasks:
+        log(f"== fuse: {len(tasks)} method(s) to fuse ({len(plans) - len(tasks)} done before)")
+    _run_tasks(run, pending, tasks, total=len(plans), what="fusion", executor=executor, address=address, log=log)
+    for name, plan in plans.items():
+        fused = run.outputs[plan.label]
         images[name], fusion_ms[name] = fused["images"], fused["fusion_ms_per_image"]
         image_key[name] = {"depends": [f"fuse/{name}"], "inputs": {}}
     for name, folder in methods.items():
