@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from mmdrfuse.metrics.qabf import qabf_numpy_many
-from mmdrfuse.metrics.ssim import ssim_means_numpy
+from mmdrfuse.metrics.ssim import ssim_means_numpy_many
 from mmdrfuse.metrics.vifb.channels import channel_triples, check_triple, rgb2gray
 from mmdrfuse.metrics.vifb.chen import chen_metrics
 
@@ -108,6 +108,22 @@ def _qabf(triples) -> list:
     return [next(values) if edge else math.nan for edge in edges]
 
 
+def _ssim(triples) -> list:
+    """SSIM of each channel triple (vi, ir, fused): SSIM(f, a) + SSIM(f, b), all in one pass (an image
+    shared by several triples has its local moments computed once)."""
+    planes: dict = {}
+
+    def plane(image: np.ndarray) -> np.ndarray:
+        image = rgb2gray(image, rounded=True)
+        if id(image) not in planes:
+            planes[id(image)] = (image, np.asarray(image, dtype=np.float64))  # the image kept: its id stays its own
+        return planes[id(image)][1]
+
+    groups = [(plane(fused), [plane(vi), plane(ir)]) for vi, ir, fused in triples]
+    means = ssim_means_numpy_many(groups, 255.0, "gaussian", 11, 1.5, 0.01, 0.03, False)
+    return [float(sum(pair)) for pair in means]
+
+
 def _share_equal(triples) -> list:
     """The triples with every plane equal to an earlier one replaced by that earlier array (the three
     channels of a gray image stored as RGB, as 17 of VIFB's 21 infrared images are), so that work
@@ -126,7 +142,7 @@ def _share_equal(triples) -> list:
 
 
 def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Sequence[str]) -> Dict[str, float]:
-    """The source-referenced metrics but Qabf, Qcb and Qcv, and SD / EN, of one channel triple (fused (H, W);
+    """The source-referenced metrics but SSIM, Qabf, Qcb and Qcv, and SD / EN, of one channel triple (fused (H, W);
     sources may be RGB only in a gray fused image's branch)."""
     if vi.ndim == 3 or ir.ndim == 3:
         failing = [name for name in names if name in FAILS_ON_COLOUR_SOURCES]
@@ -155,9 +171,6 @@ def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Se
             out["RMSE"] = rmse
         if "PSNR" in names:
             out["PSNR"] = 20 * math.log10(255 / math.sqrt(rmse)) if rmse > 0 else math.inf
-    if "SSIM" in names:
-        planes = [np.asarray(image, dtype=np.float64) for image in (fused, *rounded)]
-        out["SSIM"] = float(sum(ssim_means_numpy(planes[0], planes[1:], 255.0, "gaussian", 11, 1.5, 0.01, 0.03, False)))
     return out
 
 
@@ -229,9 +242,10 @@ def vifb_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, metrics: Sequ
     if per_channel:
         triples = _share_equal(channel_triples(vi, ir, fused))
         scores = [_channel_scores(a, b, f, per_channel) for a, b, f in triples]
-        if "Qabf" in per_channel:
-            for score, value in zip(scores, _qabf(triples)):
-                score["Qabf"] = value
+        for name, function in (("SSIM", _ssim), ("Qabf", _qabf)):
+            if name in per_channel:
+                for score, value in zip(scores, function(triples)):
+                    score[name] = value
         chen = [name for name in per_channel if name in FAILS_ON_COLOUR_SOURCES]
         if chen:  # all channels at once: they share buffers and repeated images
             for score, chen_scores in zip(scores, chen_metrics(triples, chen)):
