@@ -51,13 +51,17 @@ def normalize1(image: np.ndarray, out: np.ndarray = None) -> np.ndarray:
     ``out``: an (H, W) float64 plane to write a uint8 image's result into.
     """
     if image.dtype == np.uint8:
-        values = np.arange(256, dtype=np.float64)
-        low, high = float(image.min()), float(image.max())
-        table = values if low == high == 0 else _rescale(values, low, high)
-        return cv2.LUT(image, table, out)
+        return cv2.LUT(image, _table(image), out)
     data = image.astype(np.float64)
     low, high = float(data.min()), float(data.max())
     return data if low == high == 0 else _rescale(data, low, high)
+
+
+def _table(image: np.ndarray) -> np.ndarray:
+    """normalize1 of the 256 values of a uint8 image, as a float64 look-up table."""
+    values = np.arange(256, dtype=np.float64)
+    low, high = float(image.min()), float(image.max())
+    return values if low == high == 0 else _rescale(values, low, high)
 
 
 def _rescale(data: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -243,6 +247,16 @@ def _block_sums(plane: np.ndarray) -> np.ndarray:
     return plane.reshape(rows, BLOCK, cols * BLOCK).sum(axis=1).reshape(rows, cols, BLOCK).sum(axis=2)
 
 
+def _normalized_for_sobel(image: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """normalize1 of ``image``, as uint8 where its values allow (a uint8 image that is not constant
+    and non-zero): the Sobel filter then gives the same exact integer sums, from 8-bit data, faster."""
+    if image.dtype == np.uint8:
+        table = _table(image)
+        if not np.isnan(table).any():
+            return cv2.LUT(image, table.astype(np.uint8))
+    return normalize1(image, scratch)
+
+
 def _saliency(image: np.ndarray, planes: _Planes) -> np.ndarray:
     gx = cv2.Sobel(image, cv2.CV_64F, 1, 0, dst=planes.product, ksize=3, borderType=cv2.BORDER_CONSTANT)
     gy = cv2.Sobel(image, cv2.CV_64F, 0, 1, dst=planes.filtered, ksize=3, borderType=cv2.BORDER_CONSTANT)
@@ -305,7 +319,7 @@ def chen_metrics(triples, names) -> list:
         if "Qcv" in names:
             for item in images[:2]:
                 if item.saliency is None:
-                    item.saliency = _saliency(normalize1(item.raw, planes.normal), planes)
+                    item.saliency = _saliency(_normalized_for_sobel(item.raw, planes.normal), planes)
             scores["Qcv"] = chen_varshney([item.spectrum for item in images], [item.saliency for item in images[:2]],
                                           planes)
         out.append(scores)
