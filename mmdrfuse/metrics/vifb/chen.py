@@ -80,9 +80,10 @@ def _radius(height: int, width: int, cycles: float) -> np.ndarray:
 
 
 def _packed(response: np.ndarray) -> np.ndarray:
-    """A real, even frequency response in OpenCV's packed (CCS) layout, for cv2.mulSpectrums."""
+    """A real, even frequency response in OpenCV's packed (CCS) layout, for cv2.mulSpectrums, times
+    1 / (H W): the inverse DFT's scale, which then costs no pass of its own."""
     kernel = np.fft.ifft2(response).real
-    return cv2.dft(kernel)
+    return cv2.dft(kernel / kernel.size)
 
 
 @functools.lru_cache(maxsize=8)
@@ -107,9 +108,10 @@ SCALE_RATIO = (1 / (2 * math.pi * 4)) / (1 / (2 * math.pi * 16))
 
 
 def _inverse(spectrum: np.ndarray, response: np.ndarray, product: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """ifft2(spectrum .* response), real, into ``out`` (``product``: a scratch plane)."""
+    """ifft2(spectrum .* response), real, into ``out`` (``product``: a scratch plane; ``response``
+    carries the scale 1 / (H W), see :func:`_packed`)."""
     cv2.mulSpectrums(spectrum, response, 0, product)
-    return cv2.dft(product, out, cv2.DFT_INVERSE | cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
+    return cv2.dft(product, out, cv2.DFT_INVERSE | cv2.DFT_REAL_OUTPUT)
 
 
 RADIUS = TAPS_2.shape[0] // 2
