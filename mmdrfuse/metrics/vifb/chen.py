@@ -168,10 +168,11 @@ def _refilter_frame(plane: np.ndarray, filtered: np.ndarray, taps: np.ndarray, b
         return cv2.sepFilter2D(columns, cv2.CV_64F, IDENTITY_TAP, taps, borderType=cv2.BORDER_CONSTANT)
 
     far = border[::-1, ::-1]
-    plane[:r] = along_rows(border @ filtered[: 2 * r])
-    plane[-r:] = along_rows(far @ filtered[-2 * r :])
-    plane[:, :r] = along_columns(filtered[:, : 2 * r] @ border.T)
-    plane[:, -r:] = along_columns(filtered[:, -2 * r :] @ far.T)
+    # Both sides in one call each: the pass along rows (columns) keeps rows (columns) apart.
+    rows = along_rows(np.concatenate((border @ filtered[: 2 * r], far @ filtered[-2 * r :])))
+    plane[:r], plane[-r:] = rows[:r], rows[r:]
+    columns = along_columns(np.concatenate((filtered[:, : 2 * r] @ border.T, filtered[:, -2 * r :] @ far.T), axis=1))
+    plane[:, :r], plane[:, -r:] = columns[:, :r], columns[:, r:]
 
 
 class _Planes:
