@@ -141,9 +141,17 @@ def _share_equal(triples) -> list:
     return [tuple(shared(image) for image in triple) for triple in triples]
 
 
-def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Sequence[str]) -> Dict[str, float]:
+def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Sequence[str], memo: dict) -> Dict[str, float]:
     """The source-referenced metrics but SSIM, Qabf, Qcb and Qcv, and SD / EN, of one channel triple (fused (H, W);
-    sources may be RGB only in a gray fused image's branch)."""
+    sources may be RGB only in a gray fused image's branch). ``memo``: the histograms and MI levels
+    of the call's images, by array (a plane shared by the triples, see :func:`_share_equal`, is counted once)."""
+
+    def once(function, image):
+        key = (function, id(image))
+        if key not in memo:
+            memo[key] = (image, function(image))  # the image kept: its id stays its own
+        return memo[key][1]
+
     if vi.ndim == 3 or ir.ndim == 3:
         failing = [name for name in names if name in FAILS_ON_COLOUR_SOURCES]
         if failing:
@@ -153,18 +161,18 @@ def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Se
     out: Dict[str, float] = {}
     pixels = fused.size
     if any(name in names for name in ("EN", "CE", "SD")):
-        fused_counts = _histogram(fused)
+        fused_counts = once(_histogram, fused)
         if "EN" in names:
             out["EN"] = _entropy_bits(fused_counts)
         if "CE" in names:
-            out["CE"] = sum(_cross_entropy(_histogram(source), fused_counts, pixels) for source in rounded) / 2.0
+            out["CE"] = sum(_cross_entropy(once(_histogram, source), fused_counts, pixels) for source in rounded) / 2.0
         if "SD" in names:
             values = np.arange(256.0)
             mean = float(values @ fused_counts) / pixels
             out["SD"] = math.sqrt(float(((values - mean) ** 2) @ fused_counts) / pixels)
     if "MI" in names:
-        fused_levels = _levels(fused)
-        out["MI"] = sum(_mutual_information(_levels(source), fused_levels) for source in rounded)
+        fused_levels = once(_levels, fused)
+        out["MI"] = sum(_mutual_information(once(_levels, source), fused_levels) for source in rounded)
     if "PSNR" in names or "RMSE" in names:
         rmse = sum(_root_sum_squares(source, fused) for source in exact) / 2.0
         if "RMSE" in names:
@@ -241,7 +249,8 @@ def vifb_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, metrics: Sequ
     per_channel = [name for name in metrics if name not in FUSED_ONLY]
     if per_channel:
         triples = _share_equal(channel_triples(vi, ir, fused))
-        scores = [_channel_scores(a, b, f, per_channel) for a, b, f in triples]
+        memo: dict = {}
+        scores = [_channel_scores(a, b, f, per_channel, memo) for a, b, f in triples]
         for name, function in (("SSIM", _ssim), ("Qabf", _qabf)):
             if name in per_channel:
                 for score, value in zip(scores, function(triples)):
