@@ -15,9 +15,12 @@ from mmdrfuse.cli import main
 from mmdrfuse.errors import DataError
 from mmdrfuse.metrics import evaluate_folders, evaluate_pair
 from mmdrfuse.metrics.evaluate import parse_metrics
+from mmdrfuse.metrics.qabf import qabf_numpy, qabf_numpy_many
+from mmdrfuse.metrics.ssim import ssim_means_numpy, ssim_means_numpy_many
 from mmdrfuse.metrics.vifb import VIFB_METRICS, vifb_scores
 from mmdrfuse.metrics.vifb.channels import rgb2gray as fast_rgb2gray
 from mmdrfuse.metrics.vifb.chen import normalize1
+from mmdrfuse.metrics.vifb.scores import _share_equal
 
 CSV_NAMES = {
     "Avg_gradient": "AG", "Cross_entropy": "CE", "Edge_intensity": "EI", "Entropy": "EN", "Mutinf": "MI",
@@ -80,21 +83,51 @@ def test_fast_metrics_equal_the_transcription(case):
 
 
 def test_repeated_channels_equal_the_transcription():
-    """VIFB's infrared images are gray stored as three equal channels: Qcb and Qcv then filter each
-    repeated image once per call. A visible channel equal to a fused one is shared too (across roles);
+    """VIFB's infrared images are gray stored as three equal channels: Qcb, Qcv, SSIM and Qabf then
+    filter each repeated image once per call. A visible channel equal to a fused one is shared too (across roles);
     a mix-up of the shared planes between images or channels would change the values."""
     shape = (66, 75)  # large enough for Qcb's frequency-domain path
     vi, fused = _texture(1, shape, True), _texture(3, shape, True)
     ir = np.repeat(_texture(2, shape, False)[..., None], 3, axis=2)
     fused[..., 2] = vi[..., 2]
     fused[0, :, 0] = vi[0, :, 0]  # an equal first row alone must not be taken for an equal image
-    ours = vifb_scores(vi, ir, fused, ["Qcb", "Qcv", "SSIM"])
-    for name in ("Qcb", "Qcv", "SSIM"):
-        assert ours[name] == pytest.approx(REFERENCE[name](vi, ir, fused), rel=1e-9), name
+    ours = vifb_scores(vi, ir, fused, ["Qcb", "Qcv", "SSIM", "Qabf"])
+    for name in ("Qcb", "Qcv", "SSIM", "Qabf"):
+        tolerance = 1e-6 if name == "Qabf" else 1e-9  # see test_fast_metrics_equal_the_transcription
+        assert ours[name] == pytest.approx(REFERENCE[name](vi, ir, fused), rel=tolerance), name
     # The per-channel values differ, so the average is not one channel's value repeated.
     channels = [vifb_scores(vi[..., k], ir[..., k], fused[..., k], ["Qcb"])["Qcb"] for k in range(3)]
     assert len({round(value, 9) for value in channels}) == 3
     assert ours["Qcb"] == pytest.approx(np.mean(channels), rel=1e-12)
+
+
+def test_shared_planes_give_each_triples_own_value():
+    """qabf_numpy_many and ssim_means_numpy_many compute a plane shared by several triples once: each
+    value must still be the one computed for its triple alone (a shared plane overwritten by the
+    first triple's arithmetic, or an index mix-up between distinct planes, would change it)."""
+    shape = (70, 83)
+    ir = _texture(2, shape, False)
+    fused = [_texture(10 + k, shape, False) for k in range(3)]
+    vi = [_texture(20 + k, shape, False) for k in range(3)]
+    triples = [(f, ir, v) for f, v in zip(fused, vi)]
+    alone = [qabf_numpy(*triple) for triple in triples]
+    assert len({round(value, 9) for value in alone}) == 3
+    assert qabf_numpy_many(triples) == pytest.approx(alone, rel=1e-12)
+    planes = [[image.astype(np.float64) for image in triple] for triple in triples]
+    groups = [(f, [v, planes[0][1]]) for f, _, v in planes]  # one infrared array object for all
+    options = (255.0, "gaussian", 11, 1.5, 0.01, 0.03, False)
+    together = ssim_means_numpy_many(groups, *options)
+    for (x, ys), means in zip(groups, together):
+        assert means == pytest.approx(ssim_means_numpy(x, ys, *options), rel=1e-12)
+
+
+def test_equal_planes_are_shared_and_only_those():
+    ir_plane = _texture(2, (20, 30), False)
+    almost = ir_plane.copy()
+    almost[-1, -1] ^= 1  # the first row equal, the plane not
+    triples = _share_equal([(ir_plane, ir_plane.copy(), almost), (almost.copy(), ir_plane.copy(), ir_plane)])
+    assert triples[0][1] is triples[0][0] and triples[1][1] is triples[0][0] and triples[1][2] is triples[0][0]
+    assert triples[0][2] is not triples[0][0] and triples[1][0] is triples[0][2]
 
 
 def test_colour_rules_reach_the_values():

@@ -123,43 +123,67 @@ def qabf_numpy(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
     (atan(s_y / s_x) flips between +-pi / 2), so implementations differ there at ~1e-4 whatever
     their precision. Per-pixel terms in float32, sums in float64.
     """
-    height, width = fused.shape
+    return qabf_numpy_many([(fused, ir, vi)])[0]
+
+
+def qabf_numpy_many(triples) -> list:
+    """:func:`qabf_numpy` of each (fused, ir, vi) triple of (H, W) arrays of one size, in one pass.
+
+    An array object that appears more than once (the infrared plane of every channel of an RGB
+    image whose channels are equal) has its strength and orientation computed once per band; each
+    triple's sums are those :func:`qabf_numpy` forms for it alone, so the values are the same.
+    uint8 arrays go to the Sobel filter as they are (the same exact integer responses, faster).
+    """
+    if not triples:
+        return []
+    distinct: dict = {}
+    for triple in triples:
+        for image in triple:
+            distinct.setdefault(id(image), image)
+    index = {key: i for i, key in enumerate(distinct)}
+    images = list(distinct.values())
+    height, width = triples[0][0].shape
+    if any(image.shape != (height, width) for image in images):
+        raise ValueError(f"qabf expects (H, W) arrays of one shape, got {[image.shape for image in images]}")
     # One zero row above and below: a band's rows of it plus one row of context each side.
-    padded = np.zeros((3, height + 2, width), np.float32)
-    for plane, image in zip(padded, (fused, ir, vi)):
+    eight_bit = all(image.dtype == np.uint8 for image in images)
+    padded = np.zeros((len(images), height + 2, width), np.uint8 if eight_bit else np.float32)
+    for plane, image in zip(padded, images):
         plane[1:-1] = image
     band = max(8, filters.BAND_PIXELS // width)
-    strength, orientation = np.empty((2, 3, band, width), np.float32)
+    strength, orientation = np.empty((2, len(images), band, width), np.float32)
     right_angle = np.full((band, width), math.pi / 2, np.float32)
     larger, relative, scratch = np.empty((3, band, width), np.float32)
     equal = np.empty((band, width), np.uint8)
-    numerator = denominator = 0.0
+    numerators, denominators = [0.0] * len(triples), [0.0] * len(triples)
     for start in range(0, height, band):
         rows = min(band, height - start)
-        for i in range(3):
+        for i in range(len(images)):
             _sobel_numpy(padded[i, start : start + rows + 2], strength[i], orientation[i], scratch, right_angle)
-        fused_strength, fused_orientation = strength[0, :rows], orientation[0, :rows]
-        for source in (1, 2):
-            source_strength, big, ratio, same = strength[source, :rows], larger[:rows], relative[:rows], equal[:rows]
-            np.maximum(source_strength, fused_strength, out=big)
-            np.minimum(source_strength, fused_strength, out=ratio)
-            # 0 / 0 where both are 0, and min / max = 1 wherever they are equal: both become g_F.
-            with np.errstate(invalid="ignore"):
-                ratio /= big
-            cv2.compare(source_strength, fused_strength, cv2.CMP_EQ, dst=same)
-            cv2.copyTo(fused_strength, same, ratio)
-            # Q = T_g T_a / ((1 + exp(k_g (G - D_g))) (1 + exp(k_a (A - D_a)))), A = 1 - |da| / (pi / 2)
-            ratio *= np.float32(STRENGTH_K)
-            ratio -= np.float32(STRENGTH_K * STRENGTH_D)
-            strength_exp = cv2.exp(ratio, dst=ratio)
-            orientation_exp = cv2.absdiff(orientation[source, :rows], fused_orientation, dst=big)
-            orientation_exp *= np.float32(-ORIENTATION_K * 2 / math.pi)
-            orientation_exp += np.float32(ORIENTATION_K * (1 - ORIENTATION_D))
-            cv2.exp(orientation_exp, dst=orientation_exp)
-            strength_exp += 1.0
-            orientation_exp += 1.0
-            strength_exp *= orientation_exp
-            np.divide(source_strength, strength_exp, out=strength_exp)
-            numerator += STRENGTH_T * ORIENTATION_T * cv2.sumElems(strength_exp)[0]
-            denominator += cv2.sumElems(source_strength)[0]
-    return numerator / denominator if denominator > 0 else 0.0
+        for t, triple in enumerate(triples):
+            fused, *sources = (index[id(image)] for image in triple)
+            fused_strength, fused_orientation = strength[fused, :rows], orientation[fused, :rows]
+            for source in sources:
+                source_strength, big, ratio, same = strength[source, :rows], larger[:rows], relative[:rows], equal[:rows]
+                np.maximum(source_strength, fused_strength, out=big)
+                np.minimum(source_strength, fused_strength, out=ratio)
+                # 0 / 0 where both are 0, and min / max = 1 wherever they are equal: both become g_F.
+                with np.errstate(invalid="ignore"):
+                    ratio /= big
+                cv2.compare(source_strength, fused_strength, cv2.CMP_EQ, dst=same)
+                cv2.copyTo(fused_strength, same, ratio)
+                # Q = T_g T_a / ((1 + exp(k_g (G - D_g))) (1 + exp(k_a (A - D_a)))), A = 1 - |da| / (pi / 2)
+                ratio *= np.float32(STRENGTH_K)
+                ratio -= np.float32(STRENGTH_K * STRENGTH_D)
+                strength_exp = cv2.exp(ratio, dst=ratio)
+                orientation_exp = cv2.absdiff(orientation[source, :rows], fused_orientation, dst=big)
+                orientation_exp *= np.float32(-ORIENTATION_K * 2 / math.pi)
+                orientation_exp += np.float32(ORIENTATION_K * (1 - ORIENTATION_D))
+                cv2.exp(orientation_exp, dst=orientation_exp)
+                strength_exp += 1.0
+                orientation_exp += 1.0
+                strength_exp *= orientation_exp
+                np.divide(source_strength, strength_exp, out=strength_exp)
+                numerators[t] += STRENGTH_T * ORIENTATION_T * cv2.sumElems(strength_exp)[0]
+                denominators[t] += cv2.sumElems(source_strength)[0]
+    return [numerator / denominator if denominator > 0 else 0.0 for numerator, denominator in zip(numerators, denominators)]

@@ -33,8 +33,8 @@ from typing import Dict, Sequence, Tuple
 import cv2
 import numpy as np
 
-from mmdrfuse.metrics.qabf import qabf_numpy
-from mmdrfuse.metrics.ssim import ssim_means_numpy
+from mmdrfuse.metrics.qabf import qabf_numpy_many
+from mmdrfuse.metrics.ssim import ssim_means_numpy_many
 from mmdrfuse.metrics.vifb.channels import channel_triples, check_triple, rgb2gray
 from mmdrfuse.metrics.vifb.chen import chen_metrics
 
@@ -97,9 +97,61 @@ def _root_sum_squares(x: np.ndarray, f: np.ndarray) -> float:
     return cv2.norm(x, f, cv2.NORM_L2) / x.size
 
 
-def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Sequence[str]) -> Dict[str, float]:
-    """The source-referenced metrics and SD / EN of one channel triple (fused (H, W); sources may be RGB
-    only in a gray fused image's branch)."""
+def _qabf(triples) -> list:
+    """Qabf of each channel triple (vi, ir, fused), all in one pass: an image shared by several triples
+    (see :func:`_share_equal`) has its Sobel maps computed once."""
+    exact = [[rgb2gray(image, rounded=False) for image in (vi, ir)] for vi, ir, _ in triples]
+    # With zero padding only all-black sources have no edge: then MATLAB's 0 / 0 (mmif defines 0).
+    edges = [np.any(vi) or np.any(ir) for vi, ir in exact]
+    # qabf's CPU path itself, without the round trip through float64 tensors
+    values = iter(qabf_numpy_many([(triple[2], ir, vi) for triple, (vi, ir), edge in zip(triples, exact, edges) if edge]))
+    return [next(values) if edge else math.nan for edge in edges]
+
+
+def _ssim(triples) -> list:
+    """SSIM of each channel triple (vi, ir, fused): SSIM(f, a) + SSIM(f, b), all in one pass (an image
+    shared by several triples has its local moments computed once)."""
+    planes: dict = {}
+
+    def plane(image: np.ndarray) -> np.ndarray:
+        image = rgb2gray(image, rounded=True)
+        if id(image) not in planes:
+            planes[id(image)] = (image, np.asarray(image, dtype=np.float64))  # the image kept: its id stays its own
+        return planes[id(image)][1]
+
+    groups = [(plane(fused), [plane(vi), plane(ir)]) for vi, ir, fused in triples]
+    means = ssim_means_numpy_many(groups, 255.0, "gaussian", 11, 1.5, 0.01, 0.03, False)
+    return [float(sum(pair)) for pair in means]
+
+
+def _share_equal(triples) -> list:
+    """The triples with every plane equal to an earlier one replaced by that earlier array (the three
+    channels of a gray image stored as RGB, as 17 of VIFB's 21 infrared images are), so that work
+    on it is done once. A first row compared first: distinct channels differ at once."""
+    seen: list = []
+
+    def shared(image: np.ndarray) -> np.ndarray:
+        for known in seen:
+            if known is image or (known.shape == image.shape and known.dtype == image.dtype
+                                  and np.array_equal(known[0], image[0]) and np.array_equal(known, image)):
+                return known
+        seen.append(image)
+        return image
+
+    return [tuple(shared(image) for image in triple) for triple in triples]
+
+
+def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Sequence[str], memo: dict) -> Dict[str, float]:
+    """The source-referenced metrics but SSIM, Qabf, Qcb and Qcv, and SD / EN, of one channel triple (fused (H, W);
+    sources may be RGB only in a gray fused image's branch). ``memo``: the histograms and MI levels
+    of the call's images, by array (a plane shared by the triples, see :func:`_share_equal`, is counted once)."""
+
+    def once(function, image):
+        key = (function, id(image))
+        if key not in memo:
+            memo[key] = (image, function(image))  # the image kept: its id stays its own
+        return memo[key][1]
+
     if vi.ndim == 3 or ir.ndim == 3:
         failing = [name for name in names if name in FAILS_ON_COLOUR_SOURCES]
         if failing:
@@ -109,32 +161,24 @@ def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Se
     out: Dict[str, float] = {}
     pixels = fused.size
     if any(name in names for name in ("EN", "CE", "SD")):
-        fused_counts = _histogram(fused)
+        fused_counts = once(_histogram, fused)
         if "EN" in names:
             out["EN"] = _entropy_bits(fused_counts)
         if "CE" in names:
-            out["CE"] = sum(_cross_entropy(_histogram(source), fused_counts, pixels) for source in rounded) / 2.0
+            out["CE"] = sum(_cross_entropy(once(_histogram, source), fused_counts, pixels) for source in rounded) / 2.0
         if "SD" in names:
             values = np.arange(256.0)
             mean = float(values @ fused_counts) / pixels
             out["SD"] = math.sqrt(float(((values - mean) ** 2) @ fused_counts) / pixels)
     if "MI" in names:
-        fused_levels = _levels(fused)
-        out["MI"] = sum(_mutual_information(_levels(source), fused_levels) for source in rounded)
+        fused_levels = once(_levels, fused)
+        out["MI"] = sum(_mutual_information(once(_levels, source), fused_levels) for source in rounded)
     if "PSNR" in names or "RMSE" in names:
         rmse = sum(_root_sum_squares(source, fused) for source in exact) / 2.0
         if "RMSE" in names:
             out["RMSE"] = rmse
         if "PSNR" in names:
             out["PSNR"] = 20 * math.log10(255 / math.sqrt(rmse)) if rmse > 0 else math.inf
-    if "SSIM" in names:
-        planes = [np.asarray(image, dtype=np.float64) for image in (fused, *rounded)]
-        out["SSIM"] = float(sum(ssim_means_numpy(planes[0], planes[1:], 255.0, "gaussian", 11, 1.5, 0.01, 0.03, False)))
-    if "Qabf" in names:
-        # With zero padding only all-black sources have no edge: then MATLAB's 0 / 0 (mmif defines 0).
-        no_edges = not (np.any(exact[0]) or np.any(exact[1]))
-        # qabf's CPU path itself, without the round trip through float64 tensors
-        out["Qabf"] = math.nan if no_edges else qabf_numpy(fused, exact[1], exact[0])
     return out
 
 
@@ -204,8 +248,13 @@ def vifb_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, metrics: Sequ
         out["SF"] = spatial_frequency(fused)
     per_channel = [name for name in metrics if name not in FUSED_ONLY]
     if per_channel:
-        triples = channel_triples(vi, ir, fused)
-        scores = [_channel_scores(a, b, f, per_channel) for a, b, f in triples]
+        triples = _share_equal(channel_triples(vi, ir, fused))
+        memo: dict = {}
+        scores = [_channel_scores(a, b, f, per_channel, memo) for a, b, f in triples]
+        for name, function in (("SSIM", _ssim), ("Qabf", _qabf)):
+            if name in per_channel:
+                for score, value in zip(scores, function(triples)):
+                    score[name] = value
         chen = [name for name in per_channel if name in FAILS_ON_COLOUR_SOURCES]
         if chen:  # all channels at once: they share buffers and repeated images
             for score, chen_scores in zip(scores, chen_metrics(triples, chen)):
