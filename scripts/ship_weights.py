@@ -32,6 +32,7 @@ import os
 import platform
 import shlex
 import shutil
+import struct
 import sys
 import tempfile
 import time
@@ -57,7 +58,9 @@ SETS = {"RoadScene": ("ir", "vi"), "MRI-PET": ("PET", "MRI")}  # (infrared-like 
 REFERENCE = "released student"
 NEED = 4  # metrics of 6 at least as good as the released student's, on each set
 KINDS = ("student", "teacher")
-SHIPPED = ("student.pth", "teacher.pth", "weights.json")
+# Every file of a shipment (pyproject.toml's package-data must cover each: tests/test_package_data.py).
+FILES = ("student.pth", "teacher.pth", "weights.json", "weights.md", "weights.csv", "evaluation.json", "student.json",
+         "teacher.json", "student_losses.csv", "teacher_losses.csv", "commands.txt", "patches.json")
 
 
 def candidate_row(recipe: str, kind: str = "student") -> str:
@@ -72,6 +75,9 @@ def find_candidates(folder: Path) -> Dict[str, Dict[str, Path]]:
     recipes = json.loads(summary.read_text(encoding="utf-8")).get("recipes", {})
     if not recipes:
         raise DataError(f"{summary} lists no trained recipe")
+    for name in ("commands.txt", "patches.json"):
+        if not (folder / name).is_file():
+            raise DataError(f"missing file of the candidates: {folder / name}")
     found = {}
     for recipe in sorted(recipes):
         paths = {"folder": folder / recipe}
@@ -148,11 +154,27 @@ def compact_state(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return out
 
 
+def _pickled_str(text: str) -> bytes:
+    return b"X" + struct.pack("<I", len(text)) + text.encode()  # pickle protocol 2's BINUNICODE
+
+
 def serialise(state: Mapping[str, torch.Tensor], *, legacy: bool = True, compact: bool = True) -> bytes:
+    """``torch.save`` of ``state`` as float32; ``legacy``: the pre-zip format, whose storage keys
+    (the storages' memory addresses) are renamed 0, 1, ...: with ``compact`` (one storage) equal
+    weights give equal bytes (several storages are also written in the order of their addresses)."""
     buffer = io.BytesIO()
     plain = compact_state(state) if compact else {k: v.detach().cpu().float().clone() for k, v in state.items()}
     torch.save(plain, buffer, _use_new_zipfile_serialization=not legacy)
-    return buffer.getvalue()
+    data = buffer.getvalue()
+    if legacy:
+        keys = list(dict.fromkeys(str(v.untyped_storage()._cdata) for v in plain.values()))
+        for index, key in enumerate(keys):
+            # Each tensor names its storage once, and the list of storage keys once more.
+            uses = sum(str(v.untyped_storage()._cdata) == key for v in plain.values()) + 1
+            if data.count(_pickled_str(key)) != uses:
+                raise RuntimeError(f"torch.save's legacy format changed: storage key {key} is not where expected")
+            data = data.replace(_pickled_str(key), _pickled_str(str(index)))
+    return data
 
 
 def size_options(state: Mapping[str, torch.Tensor]) -> Dict[str, int]:
@@ -266,11 +288,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 def run(args, argv: List[str], log=print) -> int:
     started = time.perf_counter()
     candidates, out = Path(args.candidates), Path(args.out)
-    check_out(out, args.overwrite)  # before minutes of measuring
     found = find_candidates(candidates)
     toy = json.loads((candidates / "summary.json").read_text(encoding="utf-8")).get("toy")
     if toy and out.resolve() == (REPO / "mmdrfuse" / "weights").resolve():
         raise DataError(f"--candidates {candidates} is a --toy run: it is never shipped as the package's weights ({out})")
+    check_out(out, args.overwrite)  # before minutes of measuring
     sets = {"RoadScene": Path(args.roadscene), "MRI-PET": Path(args.mri_pet)}
     for name, root in sets.items():
         for sub in SETS[name]:
@@ -310,12 +332,13 @@ def run(args, argv: List[str], log=print) -> int:
             state = torch.load(source[kind], map_location="cpu", weights_only=True)
             sizes[kind] = size_options(state)
             (staging / f"{kind}.pth").write_bytes(serialise(state))
-            load_model(kind, staging / f"{kind}.pth")  # what `mmdrfuse fuse --model <kind>` will read
+            shipped = load_model(kind, staging / f"{kind}.pth").state_dict()  # what `mmdrfuse fuse` will read
+            if not all(torch.equal(shipped[k], state[k].float()) for k in state):
+                raise RuntimeError(f"{kind}.pth does not load as the candidate's weights")
             shutil.copyfile(source["folder"] / kind / "losses.csv", staging / f"{kind}_losses.csv")
             shutil.copyfile(source["folder"] / kind / f"{kind}.json", staging / f"{kind}.json")
         for name in ("commands.txt", "patches.json"):
-            if (candidates / name).is_file():
-                shutil.copyfile(candidates / name, staging / name)
+            shutil.copyfile(candidates / name, staging / name)
         (staging / "weights.md").write_text(table_md, encoding="utf-8")
         (staging / "weights.csv").write_text(csv_table(measured), encoding="utf-8")
         evaluation = {"cpu": cpu, "command": command, "metrics": list(PAPER_METRICS), "convention": "mmif", **measured}
@@ -335,6 +358,9 @@ def run(args, argv: List[str], log=print) -> int:
             "files": files,
         }  # fmt: skip
         (staging / "weights.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n", encoding="utf-8")
+        written = sorted(p.name for p in staging.iterdir() if not p.name.startswith("."))
+        if written != sorted(FILES):  # FILES is what pyproject.toml's package-data must cover
+            raise RuntimeError(f"a shipment holds {written}, not the files of FILES {sorted(FILES)}")
     log(table_md)
     shipped = ", ".join(f"{kind}.pth {files[kind + '.pth']['bytes']} bytes" for kind in KINDS)
     log(f"shipped {chosen}: {shipped} -> {out} in {time.perf_counter() - started:.1f} s")
