@@ -225,11 +225,12 @@ def host_cpu() -> str:
         return platform.processor() or platform.machine()
 
 
-def markdown_table(measured: Mapping[str, Any], shipped: str, cpu: str, command: str) -> str:
+def markdown_table(measured: Mapping[str, Any], shipped: str, cpu: str, command: str, outcome: str) -> str:
     lines = ["# Measured: the shipped weights against the released ones and the classical rules", "",
              f"Measured on {cpu} with `{command}` ({time.strftime('%Y-%m-%d', time.gmtime())}): the project's "
              f"`fuse` (min-max output) and `evaluate` (mmif convention, `--metrics paper`); MRI-PET with PET as `--ir`, "
-             f"MRI as `--vi`, both read as gray. The shipped rows are marked **shipped**.", ""]  # fmt: skip
+             f"MRI as `--vi`, both read as gray. The shipped rows are marked **shipped**.", "",
+             f"The rule (at least as good as the released student on 4 of the 6 metrics on both sets): {outcome}.", ""]  # fmt: skip
     for name, rows in measured["table"].items():
         count = next(iter(measured["pairs"][name].values()))
         lines += [f"## {name} ({count} pairs)", "", "| method | " + " | ".join(PAPER_METRICS) + " |",
@@ -317,7 +318,7 @@ def run(args, argv: List[str], log=print) -> int:
     chosen = decision["recipe"]
     log(("" if decision["qualifies"] else "WARNING: ") + decision["sentence"])
     cpu = host_cpu()
-    table_md = markdown_table(measured, chosen, cpu, command)
+    table_md = markdown_table(measured, chosen, cpu, command, decision["sentence"])
 
     source = found[chosen]
     metadata = json.loads((source["folder"] / "metadata.json").read_text(encoding="utf-8"))
