@@ -3,6 +3,8 @@ tests that need it skip cleanly when it is absent, as in a user's clone."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,32 @@ def random_weights(tmp_path_factory):
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def toy_weights(tmp_path_factory):
+    """``scripts/train_weights.py --toy`` run once per session the way the bare GPU machine runs it
+    (from the checkout, with PYTHONPATH, the detection stack made unimportable): ``--recipes paper``,
+    then both recipes into the same folder. Returns ``{"out", "first", "second", "blocked",
+    "paper_teacher_after_first", "release_after_first"}`` (the CompletedProcess of each call). Tests must not modify ``out``."""
+    from helpers import SITECUSTOMIZE, tiny_llvip
+
+    base = tmp_path_factory.mktemp("toy-weights")
+    llvip = tiny_llvip(base / "llvip")
+    (base / "site").mkdir()
+    (base / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(base / "site"), str(REPO)])}
+
+    def call(*args):
+        return subprocess.run([sys.executable, str(REPO / "scripts" / "train_weights.py"), *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    blocked = subprocess.run([sys.executable, "-c", "import scipy"], env=env, capture_output=True, text=True)
+    out = base / "weights"
+    first = call("--out", str(out), "--toy", "--llvip", str(llvip), "--recipes", "paper")
+    teacher = out / "paper" / "teacher" / "teacher.pth"
+    after_first = teacher.read_bytes() if teacher.is_file() else None
+    release_after_first = (out / "release").exists()
+    second = call("--out", str(out), "--toy", "--llvip", str(llvip)) if first.returncode == 0 else first
+    return {"out": out, "first": first, "second": second, "blocked": blocked, "paper_teacher_after_first": after_first,
+            "release_after_first": release_after_first}

@@ -52,3 +52,34 @@ def validate_llvip(root, **overrides):
     options = settings("validate", **overrides)
     return validate(root, options["split"], strict=options["strict"], annotations=not options["no_annotations"],
                     decode=options["decode"])
+
+
+# Packages the bare GPU machine lacks: scripts/train_weights.py must run without them.
+BLOCKED_ON_GPU_MACHINE = ("ultralytics", "pycocotools", "polars", "scipy", "skimage")
+SITECUSTOMIZE = f"""
+import sys
+
+class _Missing:
+    # A meta-path finder ahead of all others: these packages do not exist on the GPU machine.
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {BLOCKED_ON_GPU_MACHINE!r}:
+            raise ImportError(f"{{name}} is not installed on the GPU machine")
+        return None
+
+sys.meta_path.insert(0, _Missing())
+"""
+
+
+def tiny_llvip(root, pairs=3, size=(224, 160)):
+    """An LLVIP-layout train split of ``pairs`` smooth random pairs (no annotations): enough to cut patches."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for modality in ("infrared", "visible"):
+        (root / modality / "train").mkdir(parents=True)
+    for index in range(pairs):
+        for modality, cells in (("infrared", 4), ("visible", 12)):
+            image = cv2.resize(rng.random((cells, cells)), size, interpolation=cv2.INTER_CUBIC)
+            cv2.imwrite(str(root / modality / "train" / f"0100{index:02d}.jpg"), np.clip(image * 255, 0, 255).astype(np.uint8))
+    return root

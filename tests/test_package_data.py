@@ -20,3 +20,17 @@ def test_kernel_source_is_shipped_as_package_data(folder, module, entry):
     patterns = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]["mmdrfuse"]
     assert any(fnmatch(f"{folder}/{module.KERNEL_FILE}", pattern) for pattern in patterns), patterns
     assert entry in module.kernel_source()
+
+
+def test_every_file_of_a_weights_shipment_is_package_data():
+    # scripts/ship_weights.py writes exactly FILES into mmdrfuse/weights (tests/test_ship_weights.py checks that).
+    import importlib.util
+
+    tomllib = pytest.importorskip("tomllib")
+    patterns = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]["mmdrfuse"]
+    spec = importlib.util.spec_from_file_location("ship_weights", PYPROJECT.parent / "scripts" / "ship_weights.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    assert {"student.pth", "teacher.pth", "weights.json"} <= set(ship.FILES)
+    missing = [name for name in ship.FILES if not any(fnmatch(f"weights/{name}", pattern) for pattern in patterns)]
+    assert not missing, f"not package data: {missing} (patterns {patterns})"

@@ -4,47 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
-import cv2
-import numpy as np
 import pytest
 from conftest import REPO
+from helpers import tiny_llvip
 
 from mmdrfuse.fusion.networks import load_model
 
 SCRIPT = REPO / "scripts" / "train_weights.py"
-BLOCKED = ("ultralytics", "pycocotools", "polars", "scipy", "skimage")  # none is on the GPU machine
-SITECUSTOMIZE = textwrap.dedent(f"""
-    import sys
-
-    class _Missing:
-        # A meta-path finder ahead of all others: these packages do not exist on the GPU machine.
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {BLOCKED!r}:
-                raise ImportError(f"{{name}} is not installed on the GPU machine")
-            return None
-
-    sys.meta_path.insert(0, _Missing())
-""")
-
-
-def tiny_llvip(root, pairs=3, size=(224, 160)):
-    rng = np.random.default_rng(0)
-    for modality in ("infrared", "visible"):
-        (root / modality / "train").mkdir(parents=True)
-    for index in range(pairs):
-        for modality, cells in (("infrared", 4), ("visible", 12)):
-            image = cv2.resize(rng.random((cells, cells)), size, interpolation=cv2.INTER_CUBIC)
-            cv2.imwrite(str(root / modality / "train" / f"0100{index:02d}.jpg"), np.clip(image * 255, 0, 255).astype(np.uint8))
-    return root
-
-
-def run_script(args, env):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 def load_script():
@@ -55,24 +22,16 @@ def load_script():
 
 
 @pytest.mark.slow
-def test_toy_run_trains_both_recipes_without_the_detection_stack(tmp_path):
-    llvip = tiny_llvip(tmp_path / "llvip")
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(REPO)])}
-    blocked = subprocess.run([sys.executable, "-c", "import scipy"], env=env, capture_output=True, text=True)
-    assert blocked.returncode != 0 and "not installed on the GPU machine" in blocked.stderr  # the blocker works
-
-    out = tmp_path / "weights"
-    first = run_script(["--out", str(out), "--toy", "--llvip", str(llvip), "--recipes", "paper"], env)
+def test_toy_run_trains_both_recipes_without_the_detection_stack(toy_weights):
+    # toy_weights (conftest): two calls, as the GPU session may make them, under a blocker of the detection stack.
+    assert toy_weights["blocked"].returncode != 0 and "not installed on the GPU machine" in toy_weights["blocked"].stderr
+    out, first, done = toy_weights["out"], toy_weights["first"], toy_weights["second"]
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "paper student" in first.stdout and not (out / "release").exists()  # progress lines reach stdout
-    teacher_before = (out / "paper" / "teacher" / "teacher.pth").read_bytes()
-    # A second call into the same folder (the GPU session may run one recipe per call): paper is kept.
-    done = run_script(["--out", str(out), "--toy", "--llvip", str(llvip)], env)
+    assert "paper student" in first.stdout and not toy_weights["release_after_first"]  # progress lines reach stdout
+    # The second call into the same folder (the GPU session may run one recipe per call): paper is kept.
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("already trained: kept") == 2 and "release student" in done.stdout
-    assert (out / "paper" / "teacher" / "teacher.pth").read_bytes() == teacher_before
+    assert (out / "paper" / "teacher" / "teacher.pth").read_bytes() == toy_weights["paper_teacher_after_first"]
 
     summary = json.loads((out / "summary.json").read_text())
     manifest = json.loads((out / "patches.json").read_text())
