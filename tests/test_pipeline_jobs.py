@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import exit_process, fail_unpicklably, worker_identity, write_pid_and_wait
+from helpers import exit_process, fail_unpicklably, worker_identity
 
 from mmdrfuse.errors import DataError
 from mmdrfuse.pipeline.executor import run_local, run_tasks, threads_per_job
