@@ -83,3 +83,40 @@ def tiny_llvip(root, pairs=3, size=(224, 160)):
             image = cv2.resize(rng.random((cells, cells)), size, interpolation=cv2.INTER_CUBIC)
             cv2.imwrite(str(root / modality / "train" / f"0100{index:02d}.jpg"), np.clip(image * 255, 0, 255).astype(np.uint8))
     return root
+
+
+# Tasks for the executor tests: top-level functions, so that spawned worker processes can import them.
+def worker_identity(index):
+    """(index, process id, torch threads) of the process that runs the task."""
+    import os
+
+    import torch
+
+    return index, os.getpid(), torch.get_num_threads()
+
+
+def fail_unpicklably(message):
+    """Raise an error that cannot be pickled (it holds a lock)."""
+    import threading
+
+    error = RuntimeError(message)
+    error.lock = threading.Lock()
+    raise error
+
+
+def exit_process(code):
+    """End the worker process at once, as an out-of-memory kill would."""
+    import os
+
+    os._exit(code)
+
+
+def write_pid_and_wait(folder, index):
+    """Write this process's id to ``folder/<index>.pid``, then sleep (until killed)."""
+    import os
+    import time
+    from pathlib import Path
+
+    Path(folder, f"{index}.pid.tmp").write_text(str(os.getpid()))
+    os.replace(Path(folder, f"{index}.pid.tmp"), Path(folder, f"{index}.pid"))
+    time.sleep(120)

@@ -35,6 +35,8 @@ def test_defaults_of_the_commands_fill_the_sections():
     ({"warm_start": {"synthetic": {"train": 2}, "epochs": "many"}}, "warm_start: epochs must be an integer"),
     ({"detect": {"seeds": "0,one"}}, "detect.seeds must be comma-separated integers"),
     ({"detect": {"seeds": "0,1,0"}}, "detect.seeds repeats a seed"),
+    ({"jobs": 0}, "jobs must be at least 1, got 0"),
+    ({"jobs": "two"}, "jobs must be an integer"),
 ])
 def test_wrong_values_anywhere_are_refused(change, message):
     with pytest.raises(DataError, match=message.replace("[", r"\[").replace("]", r"\]")):

@@ -163,7 +163,7 @@ def test_fusion_and_detectors_go_through_the_executor_and_a_failed_fusion_is_nam
 
     seen = []
 
-    def recording(function, tasks, *, executor, address):
+    def recording(function, tasks, *, executor, address, **options):
         seen.append((executor, address, [task["body"].__name__ for task in tasks]))
         return run_tasks(function, tasks)
 
@@ -187,3 +187,19 @@ def test_fusion_and_detectors_go_through_the_executor_and_a_failed_fusion_is_nam
     seen.clear()
     run_pipeline(config(llvip), tmp_path / "fresh", progress=False, log=lambda *a: None)
     assert seen[0][2] == ["fuse_method"]  # infrared was kept
+
+
+def test_jobs_reach_the_detector_runs_and_replace_their_bars_by_one(llvip, tmp_path, stubs, monkeypatch):
+    from mmdrfuse.pipeline import run as run_module
+
+    seen = []
+
+    def recording(function, tasks, *, executor, address, jobs=1, progress=None):
+        seen.append((jobs, progress, [(task["body"].__name__, task["arguments"].get("progress")) for task in tasks]))
+        return run_tasks(function, tasks)  # in this process: the stubs are patched here only
+
+    monkeypatch.setattr(run_module, "run_tasks", recording)
+    run_pipeline({**config(llvip), "jobs": 2}, tmp_path / "run", progress=True, log=lambda *a: None)
+    fusions, detectors = seen
+    assert fusions[:2] == (1, None)  # fusions are quick: in this process
+    assert detectors == (2, "detectors", [("detect_method", False)] * 2)  # one bar, no per-run bars side by side

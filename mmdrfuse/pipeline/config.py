@@ -20,7 +20,7 @@ from mmdrfuse.detection.methods import parse_builtins
 from mmdrfuse.detection.yolo_train import PROTOCOL_KEYS
 from mmdrfuse.errors import DataError
 
-SECTIONS = ("out", "device", "workers", "data", "prepare", "teacher", "student", "fuse", "warm_start", "detect")
+SECTIONS = ("out", "device", "workers", "jobs", "data", "prepare", "teacher", "student", "fuse", "warm_start", "detect")
 NETWORKS = ("teacher", "student")
 SUBSET = ("train", "val", "seed")
 
@@ -35,6 +35,7 @@ TOP = {
     "out": _option("out", "path, optional"),
     "device": schema("detect")["device"],
     "workers": schema("detect")["workers"],
+    "jobs": schema("detect")["jobs"],
 }
 FUSE_EXTRA = {"methods": _option("methods", "list")}
 NETWORK_EXTRA = {"weights": _option("weights", "path, optional")}
@@ -91,6 +92,8 @@ def check_config(config: Mapping, source: str = "config") -> Dict:
     if unknown:
         raise DataError(f"unknown section(s) in {source}: {', '.join(unknown)} (known: {', '.join(sorted(SECTIONS))})")
     checked: Dict = {k: TOP[k].check(config[k], source) for k in TOP if k in config}
+    if checked.get("jobs", 1) < 1:
+        raise DataError(f"{source}: jobs must be at least 1, got {checked['jobs']}")
 
     data = _mapping(config, "data", source, required=True)
     if bool(data.get("root")) == bool(data.get("synthetic")):

@@ -21,7 +21,7 @@ from mmdrfuse.pipeline.run import run_pipeline
 
 
 def detect_config(*, root, builtins, model, weights, epochs, batch, optimizer, imgsz, device, seed, seeds, train,
-                  val, manifest, workers, network_weights, close_mosaic, warmup_epochs, mosaic, amp, bootstrap) -> dict:
+                  val, manifest, workers, jobs, network_weights, close_mosaic, warmup_epochs, mosaic, amp, bootstrap) -> dict:
     """The pipeline config of a ``detect`` command line: ``seed`` draws the subset (unless
     ``manifest`` gives its ids) and is the training seed unless ``seeds`` are given."""
     subset = {"train": train, "val": val, "seed": seed, **({"manifest": str(manifest)} if manifest else {})}
@@ -29,6 +29,7 @@ def detect_config(*, root, builtins, model, weights, epochs, batch, optimizer, i
         "data": {"root": str(root)},
         "device": device,
         "workers": workers,
+        "jobs": jobs,
         "prepare": {"subset": subset},
         "fuse": {"methods": list(builtins)},
         "detect": {"model": model, "weights": weights, "epochs": epochs, "batch": batch, "optimizer": optimizer,

@@ -59,7 +59,7 @@ def run_pipeline(config: Mapping, out: Path, *, methods: Optional[Mapping[str, P
     config = check_config(config)
     methods = dict(methods or {})
     run = Run(out, STAGES, force_from, log)
-    device, workers = config.get("device", "auto"), int(config.get("workers", 0))
+    device, workers, jobs = config.get("device", "auto"), int(config.get("workers", 0)), int(config.get("jobs", 1))
     start_weights, allow_download = _detector_start(config)
     warning = None if config.get("warm_start") else scratch_warning(start_weights, config["detect"]["epochs"])
     if warning:
@@ -102,7 +102,7 @@ def run_pipeline(config: Mapping, out: Path, *, methods: Optional[Mapping[str, P
     seeds = training_seeds(config["detect"])
     runs, detectors = _detectors(run, datasets, protocol, seeds, detect_depends, detect_inputs, device=device,
                                  workers=workers, allow_download=allow_download, progress=progress, log=log,
-                                 executor=executor, address=address)
+                                 executor=executor, address=address, jobs=jobs)
     bootstrap = config["detect"]["bootstrap"]
     detector_protocol = {k: v for k, v in protocol.items() if k not in REPORT_KEYS}
     reported = run.stage("report", stages.make_report, settings={"device": device, "bootstrap": bootstrap},
@@ -124,7 +124,7 @@ def run_pipeline(config: Mapping, out: Path, *, methods: Optional[Mapping[str, P
 
 def _detectors(run: Run, datasets: Mapping[str, str], protocol: Mapping, seeds, depends, inputs, *, device,
                workers: int, allow_download: bool, progress: bool, log: Callable, executor: str,
-               address: Optional[str]):
+               address: Optional[str], jobs: int):
     """One detector per method and training seed (stage ``detect/<method>-seed<s>``), those not done
     before as tasks of ``executor``. Returns ``{method: [result per seed]}`` and ``{method: [stage
     labels]}``; when tasks fail, TasksFailed names each one's method and seed after the others
@@ -142,23 +142,27 @@ def _detectors(run: Run, datasets: Mapping[str, str], protocol: Mapping, seeds, 
                 pending.append((name, seed, plan))
                 tasks.append({"folder": plan.folder, "body": stages.detect_method, "arguments": {
                     "name": name, "data_yaml": data_yaml, "protocol": settings, "device": device, "workers": workers,
-                    "allow_download": allow_download, "progress": progress}})
+                    # Runs side by side would interleave their progress bars: one bar of finished runs instead.
+                    "allow_download": allow_download, "progress": progress and (jobs == 1 or executor != "local")}})
     if tasks:
+        at_once = f", {jobs} at a time" if jobs > 1 and executor == "local" else ""
         log(f"== detect: {len(tasks)} detector(s) to train ({len(datasets)} method(s) x {len(seeds)} seed(s), "
-            f"{len(datasets) * len(seeds) - len(tasks)} done before)")
+            f"{len(datasets) * len(seeds) - len(tasks)} done before{at_once})")
     _run_tasks(run, [(f"{name} seed {seed}", plan) for name, seed, plan in pending], tasks, total=len(datasets) * len(seeds),
-               what="detector run", executor=executor, address=address, log=log)
+               what="detector run", executor=executor, address=address, jobs=jobs, log=log,
+               progress="detectors" if progress and jobs > 1 and executor == "local" else None)
     runs = {name: [run.outputs[label]["result"] for label in labels[name]] for name in datasets}
     return runs, labels
 
 
 def _run_tasks(run: Run, pending, tasks, *, total: int, what: str, executor: str, address: Optional[str],
-               log: Callable) -> None:
+               log: Callable, jobs: int = 1, progress: Optional[str] = None) -> None:
     """Run the planned stages ``pending`` (``[(description, plan)]``, one per task of ``tasks``) with
     ``executor`` and record each finished one; TasksFailed names every failed one after the others
     finished (they stay cached: a re-run retries only the failed ones)."""
     failed = []
-    for (description, plan), outcome in zip(pending, run_tasks(run_in_folder, tasks, executor=executor, address=address)):
+    for (description, plan), outcome in zip(pending, run_tasks(run_in_folder, tasks, executor=executor, address=address,
+                                                                      jobs=jobs, progress=progress)):
         if outcome.ok:
             run.record(plan, outcome.result)
         else:
