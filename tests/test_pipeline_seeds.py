@@ -203,3 +203,21 @@ def test_jobs_reach_the_detector_runs_and_replace_their_bars_by_one(llvip, tmp_p
     fusions, detectors = seen
     assert fusions[:2] == (1, None)  # fusions are quick: in this process
     assert detectors == (2, "detectors", [("detect_method", False)] * 2)  # one bar, no per-run bars side by side
+
+
+def test_builtin_networks_use_the_shipped_weights_when_none_are_given(llvip, tmp_path, stubs, capsys, monkeypatch,
+                                                                      random_weights):
+    from mmdrfuse.pipeline import detect as detect_module
+
+    shipped = tmp_path / "weights"
+    monkeypatch.setattr(detect_module, "default_weights", lambda kind: shipped / f"{kind}.pth")
+    argv = ["detect", "--root", str(llvip), "--out", str(tmp_path / "out"), "--builtin", "student", "--weights", "none",
+            "--train", "4", "--val", "2", "--epochs", "1", "--imgsz", "64", "--quiet"]
+    assert main(argv) == 2  # nothing shipped: one line saying what to pass
+    assert "needs --student-weights PATH: the package ships no student weights yet" in capsys.readouterr().err
+    shipped.mkdir()
+    random_weights("student", path=shipped / "student.pth")
+    assert main(argv) == 0
+    assert stubs["trained"] == [("student", 0)]
+    fused = next((tmp_path / "out").glob("fuse-student-*"))
+    assert len(list(fused.rglob("*.png"))) == 6  # 4 train + 2 val ids fused with the shipped student

@@ -17,6 +17,7 @@ from pathlib import Path
 from mmdrfuse.data.llvip import check_root
 from mmdrfuse.detection.methods import NETWORK_METHODS, parse_builtins, parse_method
 from mmdrfuse.errors import DataError
+from mmdrfuse.fusion.infer import default_weights
 from mmdrfuse.pipeline.run import run_pipeline
 
 
@@ -55,11 +56,13 @@ def run_detect(*, root, out, method, builtin, student_weights, teacher_weights, 
     network_weights = {}
     for kind in NETWORK_METHODS:
         if kind in builtins:
-            if not given[kind]:
-                raise DataError(f"built-in method {kind!r} needs --{kind}-weights PATH (no {kind} weights ship yet)")
-            if not Path(given[kind]).is_file():
+            if given[kind] and not Path(given[kind]).is_file():
                 raise DataError(f"--{kind}-weights file does not exist: {given[kind]}")
-            network_weights[kind] = Path(given[kind])
+            weights = Path(given[kind]) if given[kind] else default_weights(kind)
+            if not weights.is_file():
+                raise DataError(f"built-in method {kind!r} needs --{kind}-weights PATH: the package ships no {kind} "
+                                f"weights yet (expected {weights})")
+            network_weights[kind] = weights  # its content enters the fusion stage's key
     if protocol["manifest"] and not Path(protocol["manifest"]).is_file():
         raise DataError(f"--manifest file does not exist: {protocol['manifest']}")
     config = detect_config(root=root, builtins=builtins, network_weights=network_weights, **protocol)
