@@ -33,6 +33,8 @@ from typing import Dict, Sequence, Tuple
 import cv2
 import numpy as np
 
+from mmdrfuse.metrics import native_sums
+from mmdrfuse.metrics.filters import gaussian_kernel_1d
 from mmdrfuse.metrics.qabf import qabf_numpy_many
 from mmdrfuse.metrics.ssim import ssim_means_numpy_many
 from mmdrfuse.metrics.vifb.channels import channel_triples, check_triple, rgb2gray
@@ -45,6 +47,9 @@ FUSED_ONLY = ("AG", "EI", "SF")
 # where MATLAB passes the uint8 image on (CE, MI, SSIM), unrounded where the wrapper or metric has
 # made it double first (PSNR, RMSE, Qabf). Qcb and Qcv fail in MATLAB on colour sources there.
 FAILS_ON_COLOUR_SOURCES = ("Qcb", "Qcv")
+# Wang's SSIM as VIFB runs it: 11x11 Gaussian of sigma 1.5, C_1 = (0.01 L)^2, C_2 = (0.03 L)^2, L = 255.
+_SSIM_KERNEL = gaussian_kernel_1d(11, 1.5).numpy()
+_SSIM_CONSTANTS = ((0.01 * 255) ** 2, (0.03 * 255) ** 2)
 
 
 def _histogram(image: np.ndarray) -> np.ndarray:
@@ -110,16 +115,21 @@ def _qabf(triples) -> list:
 
 def _ssim(triples) -> list:
     """SSIM of each channel triple (vi, ir, fused): SSIM(f, a) + SSIM(f, b), all in one pass (an image
-    shared by several triples has its local moments computed once)."""
-    planes: dict = {}
-
-    def plane(image: np.ndarray) -> np.ndarray:
-        image = rgb2gray(image, rounded=True)
-        if id(image) not in planes:
-            planes[id(image)] = (image, np.asarray(image, dtype=np.float64))  # the image kept: its id stays its own
-        return planes[id(image)][1]
-
-    groups = [(plane(fused), [plane(vi), plane(ir)]) for vi, ir, fused in triples]
+    shared by several triples has its local moments computed once): in C where every plane is
+    uint8 (:func:`mmdrfuse.metrics.native_sums.ssim_sums`), else through float64 planes."""
+    gray = [[rgb2gray(image, rounded=True) for image in (fused, vi, ir)] for vi, ir, fused in triples]
+    distinct = {id(image): image for images in gray for image in images}
+    if all(image.dtype == np.uint8 for image in distinct.values()):
+        planes = [np.ascontiguousarray(image) for image in distinct.values()]
+        index = {key: i for i, key in enumerate(distinct)}
+        pairs = [(index[id(fused)], index[id(source)]) for fused, *sources in gray for source in sources]
+        sums = native_sums.ssim_sums(planes, pairs, _SSIM_KERNEL, *_SSIM_CONSTANTS)
+        if sums is not None:
+            border = _SSIM_KERNEL.shape[0] - 1
+            count = (planes[0].shape[0] - border) * (planes[0].shape[1] - border)
+            return [(sums[2 * t] + sums[2 * t + 1]) / count for t in range(len(triples))]
+    planes = {key: np.asarray(image, dtype=np.float64) for key, image in distinct.items()}
+    groups = [(planes[id(fused)], [planes[id(vi)], planes[id(ir)]]) for fused, vi, ir in gray]
     means = ssim_means_numpy_many(groups, 255.0, "gaussian", 11, 1.5, 0.01, 0.03, False)
     return [float(sum(pair)) for pair in means]
 
@@ -183,7 +193,10 @@ def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Se
 
 
 def _bands(fused: np.ndarray) -> list:
-    return [fused] if fused.ndim == 2 else [fused[:, :, k] for k in range(fused.shape[2])]
+    """The channels of the fused image; uint8 ones as contiguous planes (what the C sums take)."""
+    if fused.ndim == 2:
+        return [np.ascontiguousarray(fused) if fused.dtype == np.uint8 else fused]
+    return cv2.split(fused) if fused.dtype == np.uint8 else [fused[:, :, k] for k in range(fused.shape[2])]
 
 
 def _gradient(band: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -199,16 +212,23 @@ def average_gradient(fused: np.ndarray) -> float:
     rows, cols = fused.shape[:2]
     values = []
     for band in _bands(fused):
-        band = band if band.dtype == np.uint8 else band.astype(np.float64)
-        # sqrt((gx^2 + gy^2) / 2) = |(gx, gy)| / sqrt(2); cv2.magnitude is the exact float64 root.
-        magnitude = cv2.magnitude(_gradient(band, 1, 0), _gradient(band, 0, 1))
-        values.append(cv2.sumElems(magnitude)[0] / math.sqrt(2) / ((rows - 1) * (cols - 1)))
+        total = native_sums.gradient_sum(band) if band.dtype == np.uint8 else None
+        if total is None:
+            band = band if band.dtype == np.uint8 else band.astype(np.float64)
+            # sqrt((gx^2 + gy^2) / 2) = |(gx, gy)| / sqrt(2); cv2.magnitude is the exact float64 root.
+            magnitude = cv2.magnitude(_gradient(band, 1, 0), _gradient(band, 0, 1))
+            total = cv2.sumElems(magnitude)[0] / math.sqrt(2)
+        values.append(total / ((rows - 1) * (cols - 1)))
     return float(np.mean(values))
 
 
 def edge_intensity(fused: np.ndarray) -> float:
     total = 0.0
     for band in _bands(fused):
+        native_total = native_sums.sobel_sum(band) if band.dtype == np.uint8 else None
+        if native_total is not None:
+            total += native_total
+            continue
         band = band if band.dtype == np.uint8 else band.astype(np.float64)
         gx = cv2.Sobel(band, cv2.CV_64F, 1, 0, ksize=3, borderType=cv2.BORDER_REPLICATE)
         gy = cv2.Sobel(band, cv2.CV_64F, 0, 1, ksize=3, borderType=cv2.BORDER_REPLICATE)
