@@ -28,7 +28,7 @@ AG, EI and SF look at the fused image only and handle its channels themselves:
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -37,7 +37,7 @@ from mmdrfuse.metrics import native_sums
 from mmdrfuse.metrics.filters import gaussian_kernel_1d
 from mmdrfuse.metrics.qabf import qabf_numpy_many
 from mmdrfuse.metrics.ssim import ssim_means_numpy_many
-from mmdrfuse.metrics.vifb.channels import channel_triples, check_triple, rgb2gray
+from mmdrfuse.metrics.vifb.channels import channel_triples, check_triple, colour_planes, rgb2gray
 from mmdrfuse.metrics.vifb.chen import chen_metrics
 
 VIFB_METRICS: Tuple[str, ...] = ("CE", "EN", "MI", "PSNR", "AG", "EI", "Qabf", "SD", "SF", "RMSE", "SSIM", "Qcb", "Qcv")
@@ -74,8 +74,8 @@ def _cross_entropy(source_counts: np.ndarray, fused_counts: np.ndarray, pixels: 
 
 def _levels(image: np.ndarray) -> np.ndarray:
     """VIFB's mutinf: min-max to [0, 1], then int16(x * 255) (round half away from zero), as uint8."""
-    data = image.astype(np.float64)
-    low, high = data.min(), data.max()
+    data = image if image.dtype == np.uint8 else image.astype(np.float64)
+    low, high = float(data.min()), float(data.max())
     if high == low:
         return np.zeros(image.shape, np.uint8)
     if image.dtype == np.uint8:  # the same arithmetic per value, through a table
@@ -196,7 +196,7 @@ def _bands(fused: np.ndarray) -> list:
     """The channels of the fused image; uint8 ones as contiguous planes (what the C sums take)."""
     if fused.ndim == 2:
         return [np.ascontiguousarray(fused) if fused.dtype == np.uint8 else fused]
-    return cv2.split(fused) if fused.dtype == np.uint8 else [fused[:, :, k] for k in range(fused.shape[2])]
+    return colour_planes(fused)
 
 
 def _gradient(band: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -208,10 +208,11 @@ def _gradient(band: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return out
 
 
-def average_gradient(fused: np.ndarray) -> float:
+def average_gradient(fused: np.ndarray, bands: Optional[list] = None) -> float:
+    """AG of ``fused``; ``bands``: its channels as :func:`_bands` gives them, when already split."""
     rows, cols = fused.shape[:2]
     values = []
-    for band in _bands(fused):
+    for band in _bands(fused) if bands is None else bands:
         total = native_sums.gradient_sum(band) if band.dtype == np.uint8 else None
         if total is None:
             band = band if band.dtype == np.uint8 else band.astype(np.float64)
@@ -222,9 +223,10 @@ def average_gradient(fused: np.ndarray) -> float:
     return float(np.mean(values))
 
 
-def edge_intensity(fused: np.ndarray) -> float:
+def edge_intensity(fused: np.ndarray, bands: Optional[list] = None) -> float:
+    """EI of ``fused``; ``bands`` as in :func:`average_gradient`."""
     total = 0.0
-    for band in _bands(fused):
+    for band in _bands(fused) if bands is None else bands:
         native_total = native_sums.sobel_sum(band) if band.dtype == np.uint8 else None
         if native_total is not None:
             total += native_total
@@ -236,8 +238,9 @@ def edge_intensity(fused: np.ndarray) -> float:
     return total / fused.size
 
 
-def spatial_frequency(fused: np.ndarray) -> float:
-    wide = np.concatenate(_bands(fused), axis=1).astype(np.float64)
+def spatial_frequency(fused: np.ndarray, bands: Optional[list] = None) -> float:
+    """SF of ``fused``; ``bands`` as in :func:`average_gradient`."""
+    wide = np.concatenate(_bands(fused) if bands is None else bands, axis=1).astype(np.float64)
     row_changes = cv2.norm(wide[:, 1:], wide[:, :-1], cv2.NORM_L2SQR)
     column_changes = cv2.norm(wide[1:], wide[:-1], cv2.NORM_L2SQR)
     return math.sqrt((row_changes + column_changes) / wide.size)
@@ -260,15 +263,13 @@ def vifb_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, metrics: Sequ
     if min(fused.shape[:2]) < 11:
         raise ValueError(f"images of size {fused.shape[:2]} are smaller than SSIM's 11x11 window")
     out: Dict[str, float] = {}
-    if "AG" in metrics:
-        out["AG"] = average_gradient(fused)
-    if "EI" in metrics:
-        out["EI"] = edge_intensity(fused)
-    if "SF" in metrics:
-        out["SF"] = spatial_frequency(fused)
+    bands = _bands(fused)  # split once (contiguous planes are faster for everything below), shared
+    for name, function in (("AG", average_gradient), ("EI", edge_intensity), ("SF", spatial_frequency)):
+        if name in metrics:
+            out[name] = function(fused, bands)
     per_channel = [name for name in metrics if name not in FUSED_ONLY]
     if per_channel:
-        triples = _share_equal(channel_triples(vi, ir, fused))
+        triples = _share_equal(channel_triples(vi, ir, fused, fused_planes=bands if fused.ndim == 3 else None))
         memo: dict = {}
         scores = [_channel_scores(a, b, f, per_channel, memo) for a, b, f in triples]
         for name, function in (("SSIM", _ssim), ("Qabf", _qabf)):
