@@ -121,6 +121,25 @@ def test_shared_planes_give_each_triples_own_value():
         assert means == pytest.approx(ssim_means_numpy(x, ys, *options), rel=1e-12)
 
 
+@pytest.mark.parametrize("height", [37, 41, 9])
+def test_qabf_reads_8_bit_rows_in_place_as_the_padded_copy_would(monkeypatch, height):
+    """uint8 images are read band by band in place (the first and last band through a zeroed
+    buffer): the values must be those of the zero-padded float32 copy that other inputs get, with
+    bands of 10 rows, so that first, inner and last bands and a last band of 1 row all occur."""
+    from mmdrfuse.metrics import filters
+
+    width = 45
+    monkeypatch.setattr(filters, "BAND_PIXELS", 10 * width)
+    images = [_texture(seed, (height, width), False) for seed in (1, 2, 3)]
+    images[1][: height // 2] = 0  # zero gradients in part of a source
+    images[2][-1] = 255  # a saturated last row: its edge against the zero padding
+    triples = [tuple(images), (images[1], images[0], images[2])]
+    in_place = qabf_numpy_many(triples)
+    padded = qabf_numpy_many([tuple(image.astype(np.float64) for image in triple) for triple in triples])
+    assert in_place == pytest.approx(padded, rel=1e-13)
+    assert in_place[0] != pytest.approx(in_place[1], rel=1e-6)
+
+
 def test_equal_planes_are_shared_and_only_those():
     ir_plane = _texture(2, (20, 30), False)
     almost = ir_plane.copy()
