@@ -20,7 +20,7 @@ from mmdrfuse.metrics.ssim import ssim_means_numpy, ssim_means_numpy_many
 from mmdrfuse.metrics.vifb import VIFB_METRICS, vifb_scores
 from mmdrfuse.metrics.vifb.channels import rgb2gray as fast_rgb2gray
 from mmdrfuse.metrics.vifb.chen import normalize1
-from mmdrfuse.metrics.vifb.scores import _share_equal
+from mmdrfuse.metrics.vifb.scores import _share_equal, spatial_frequency
 
 CSV_NAMES = {
     "Avg_gradient": "AG", "Cross_entropy": "CE", "Edge_intensity": "EI", "Entropy": "EN", "Mutinf": "MI",
@@ -138,6 +138,20 @@ def test_qabf_reads_8_bit_rows_in_place_as_the_padded_copy_would(monkeypatch, he
     padded = qabf_numpy_many([tuple(image.astype(np.float64) for image in triple) for triple in triples])
     assert in_place == pytest.approx(padded, rel=1e-13)
     assert in_place[0] != pytest.approx(in_place[1], rel=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(37, 53, 3), (11, 12, 3), (20, 31)])
+def test_spatial_frequency_of_8_bit_bands_is_that_of_the_wide_image(shape):
+    """SF of uint8 bands sums their integer differences band by band plus the seams: the same
+    double as the float64 wide image [R G B] gives, and the transcription's value."""
+    fused = _texture(5, shape[:2], len(shape) == 3)
+    assert spatial_frequency(fused) == spatial_frequency(fused.astype(np.float64))
+    assert spatial_frequency(fused) == pytest.approx(REFERENCE["SF"](None, None, fused), rel=1e-12)
+    if len(shape) == 3:  # constant bands of different levels: only the seams change
+        bands = np.zeros(shape, np.uint8)
+        bands[..., 1], bands[..., 2] = 200, 7
+        seams = (200**2 + 193**2) * shape[0]
+        assert spatial_frequency(bands) == pytest.approx(math.sqrt(seams / bands.size), rel=1e-15)
 
 
 def test_equal_planes_are_shared_and_only_those():
