@@ -6,12 +6,14 @@ import cv2
 import numpy as np
 import pytest
 from reference_vifb import vifb_ag, vifb_ei, vifb_ssim
+from scipy import ndimage
 
+from mmdrfuse import native
 from mmdrfuse.metrics import native_sums
 from mmdrfuse.metrics.filters import gaussian_kernel_1d
 from mmdrfuse.metrics.ssim import ssim_means_numpy
-from mmdrfuse.metrics.vifb import vifb_scores
 from mmdrfuse.metrics.vifb import scores as vifb
+from mmdrfuse.metrics.vifb import vifb_scores
 
 KERNEL = gaussian_kernel_1d(11, 1.5).numpy()
 C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
@@ -78,8 +80,6 @@ def test_ssim_sums_reject_bad_arguments(kernel_built):
 def _gradient_sums_numpy(plane):
     dy, dx = np.gradient(plane.astype(np.float64))
     sobel = np.array([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]])
-    from scipy import ndimage
-
     sx = ndimage.correlate(plane.astype(np.float64), sobel, mode="nearest")
     sy = ndimage.correlate(plane.astype(np.float64), sobel.T, mode="nearest")
     return np.sqrt((dx**2 + dy**2) / 2), np.sqrt(sx**2 + sy**2)
@@ -150,8 +150,6 @@ def test_the_fallback_is_the_transcription(without_native):
 
 
 def test_kernel_builds_into_an_empty_cache(monkeypatch, tmp_path):
-    from mmdrfuse import native
-
     if native.find_compiler() is None:
         pytest.skip("no C compiler")
     monkeypatch.setattr(native_sums, "_library", {})
