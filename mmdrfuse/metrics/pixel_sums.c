@@ -27,6 +27,8 @@ static double row_sum(const double *restrict v, int n) {
 /* Output rows filtered down the ring at once: each ring row is loaded once for all of them
    (2R + BLOCK loads for BLOCK rows instead of (2R + 1) BLOCK), which is what bounds the pass. */
 #define BLOCK 4
+/* The longest kernel ssim_sums takes (the ring's row pointers are on the stack). */
+#define MAX_TAPS 61
 
 /* The kernel along one row t of n + 2R values: the n 'valid' outputs h (taps unrolled where R is
    a constant, the accumulator in a register). */
@@ -40,19 +42,40 @@ static inline __attribute__((always_inline)) void horizontal(const double *restr
     }
 }
 
+/* horizontal() of t and of t * t in one loop: each value loaded once for both (the products are
+   those of a separate t * t row, the sums in the same order: the same doubles). */
+static inline __attribute__((always_inline)) void horizontal_moments(const double *restrict t, int n,
+                                                                     const double *restrict k, const int R,
+                                                                     double *restrict mean, double *restrict square) {
+    for (int x = 0; x < n; x++) {
+        const double c = t[x + R];
+        double m = k[R] * c, q = k[R] * (c * c);
+#pragma GCC unroll 16
+        for (int i = 0; i < R; i++) {
+            const double u = t[x + i], v = t[x + 2 * R - i];
+            m += k[i] * (u + v);
+            q += k[i] * (u * u + v * v);
+        }
+        mean[x] = m;
+        square[x] = q;
+    }
+}
+
 /* The kernel down the ring for G consecutive output rows: output row j from the ring rows j ..
-   j + 2R, ring row i at ring + offset[i] + q; output row j into out + j * out_step. */
+   j + 2R, ring row i at ring + offset[i] + q; output row j into out + j * out_step. The row
+   pointers are taken before the loop over x: indexed through offset inside it, GCC gathers. */
 static inline __attribute__((always_inline)) void vertical(const double *restrict ring, const size_t *restrict offset,
                                                            size_t q, int n, const double *restrict k, const int R,
                                                            const int G, double *restrict out, size_t out_step) {
+    const double *restrict r[MAX_TAPS + BLOCK];
+    for (int i = 0; i < 2 * R + G; i++) r[i] = ring + offset[i] + q;
     for (int x = 0; x < n; x++) {
         double acc[BLOCK];
 #pragma GCC unroll 8
         for (int j = 0; j < G; j++) {
-            acc[j] = k[R] * ring[offset[j + R] + q + x];
+            acc[j] = k[R] * r[j + R][x];
 #pragma GCC unroll 16
-            for (int i = 0; i < R; i++)
-                acc[j] += k[i] * (ring[offset[j + i] + q + x] + ring[offset[j + 2 * R - i] + q + x]);
+            for (int i = 0; i < R; i++) acc[j] += k[i] * (r[j + i][x] + r[j + 2 * R - i][x]);
         }
 #pragma GCC unroll 8
         for (int j = 0; j < G; j++) out[j * out_step + x] = acc[j];
@@ -104,9 +127,7 @@ static inline __attribute__((always_inline)) void ssim_strip(
             const unsigned char *in = planes[p] + (ptrdiff_t)y * s + c0;
             double *row = rows + (size_t)p * wide;
             for (int x = 0; x < wide; x++) row[x] = in[x];
-            horizontal(row, n, k, R, slot + (size_t)p * n);
-            for (int x = 0; x < wide; x++) t[x] = row[x] * row[x];
-            horizontal(t, n, k, R, slot + (size_t)(n_planes + p) * n);
+            horizontal_moments(row, n, k, R, slot + (size_t)p * n, slot + (size_t)(n_planes + p) * n);
         }
         for (int j = 0; j < n_pairs; j++) {
             const double *a = rows + (size_t)pairs[2 * j] * wide, *b = rows + (size_t)pairs[2 * j + 1] * wide;
@@ -145,7 +166,7 @@ static void ssim_strip_any(const unsigned char *const *planes, int n_planes, con
    Returns 0, -1 when out of memory, -2 on bad arguments. */
 int ssim_sums(const unsigned char *const *planes, int n_planes, const int *pairs, int n_pairs, int H, int W,
               ptrdiff_t s, const double *k, int R, double c1, double c2, double *sums) {
-    if (n_planes < 1 || n_pairs < 1 || R < 0 || H < 2 * R + 1 || W < 2 * R + 1) return -2;
+    if (n_planes < 1 || n_pairs < 1 || R < 0 || 2 * R + 1 > MAX_TAPS || H < 2 * R + 1 || W < 2 * R + 1) return -2;
     for (int j = 0; j < 2 * n_pairs; j++)
         if (pairs[j] < 0 || pairs[j] >= n_planes) return -2;
     const size_t slots = (size_t)2 * R + BLOCK, wide = STRIP + (size_t)2 * R, quantities = (size_t)2 * n_planes + n_pairs;
