@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from reference_vifb import vifb_ag, vifb_ei, vifb_ssim
+from reference_vifb import REFERENCE, vifb_ag, vifb_ei, vifb_ssim
 from scipy import ndimage
 
 from mmdrfuse import native
@@ -158,3 +158,36 @@ def test_kernel_builds_into_an_empty_cache(monkeypatch, tmp_path):
     assert native_sums.available()
     built = list((tmp_path / "cache").iterdir())
     assert len(built) == 1 and built[0].name.startswith("pixel_sums-") and built[0].suffix == ".so"
+
+
+def _mutual_information_numpy(a, b):
+    joint = np.zeros((256, 256))
+    np.add.at(joint, (a.ravel(), b.ravel()), 1)
+
+    def nats(counts):
+        p = counts[counts != 0] / a.size
+        return -np.sum(p * np.log(p))
+
+    return nats(joint.sum(1)) + nats(joint.sum(0)) - nats(joint)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (31, 45), (120, 161)])
+def test_mutual_information_equals_the_joint_histograms(kernel_built, shape):
+    a, b = _texture(6, shape), _texture(7, shape)
+    b[: shape[0] // 2] = a[: shape[0] // 2]  # dependent in part
+    assert native_sums.mutual_information(a, b) == pytest.approx(_mutual_information_numpy(a, b), rel=1e-12, abs=1e-15)
+    flat = np.zeros(shape, np.uint8)
+    assert native_sums.mutual_information(a, flat) == pytest.approx(0.0, abs=1e-12)  # a constant carries nothing
+    counts = np.bincount(a.ravel(), minlength=256)
+    p = counts[counts != 0] / a.size
+    assert native_sums.mutual_information(a, a) == pytest.approx(-np.sum(p * np.log(p)), rel=1e-12, abs=1e-15)  # H(a)
+    with pytest.raises(ValueError, match="one shape"):
+        native_sums.mutual_information(a, b.T.copy() if shape[0] != shape[1] else b[:, :0])
+
+
+def test_vifb_mi_same_with_and_without_the_c_histogram(kernel_built, monkeypatch):
+    vi, ir, fused = _triple("all colour")
+    with_c = vifb_scores(vi, ir, fused, ["MI"])["MI"]
+    monkeypatch.setattr(native_sums, "_library", {"library": None})
+    assert with_c == pytest.approx(vifb_scores(vi, ir, fused, ["MI"])["MI"], rel=1e-12)
+    assert with_c == pytest.approx(REFERENCE["MI"](vi, ir, fused), rel=1e-9) and with_c > 0.5

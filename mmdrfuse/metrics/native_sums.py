@@ -14,11 +14,13 @@ full-size intermediate planes.
   many pairs use it.
 * :func:`gradient_sum`: :math:`\\sum_p \\sqrt{(g_x^2 + g_y^2) / 2}` with MATLAB's ``gradient``.
 * :func:`sobel_sum`: :math:`\\sum_p \\sqrt{s_x^2 + s_y^2}`, 3x3 Sobel, replicated border.
+* :func:`mutual_information`: :math:`H(a) + H(b) - H(a, b)` in nats from the 256 x 256 joint
+  histogram, :math:`H = -\\sum p \\log p` over the non-zero bins.
 
 The local moments are those of :mod:`native_filter` up to rounding (1e-16 relative), the
 gradient and Sobel roots are the very doubles MATLAB computes (roots of exact integers), and the
-sums are taken in 8 interleaved partial sums: the results differ from NumPy's and OpenCV's in
-the last bits only. Each function returns None where the kernel cannot be built (no compiler,
+sums are taken in 8 interleaved partial sums (the entropies' in bin order): the results differ
+from NumPy's and OpenCV's in the last bits only. Each function returns None where the kernel cannot be built (no compiler,
 or ``MMDRFUSE_NO_NATIVE``): callers then use their NumPy / OpenCV path.
 """
 from __future__ import annotations
@@ -57,7 +59,8 @@ def _library_or_none():
                                               integer, ctypes.c_double, ctypes.c_double, pointer]
                 for function in (library.gradient_sum, library.sobel_sum):
                     function.argtypes = [pointer, integer, integer, size, pointer]
-                for function in (library.ssim_sums, library.gradient_sum, library.sobel_sum):
+                library.mutual_information.argtypes = [pointer, pointer, integer, integer, size, pointer]
+                for function in (library.ssim_sums, library.gradient_sum, library.sobel_sum, library.mutual_information):
                     function.restype = integer
                 _library["library"] = library
         return _library["library"]
@@ -143,3 +146,16 @@ def sobel_sum(plane: np.ndarray) -> Optional[float]:
     """:math:`\\sum_p \\sqrt{s_x^2 + s_y^2}` of a uint8 (H, W) plane (rows contiguous), 3x3 Sobel
     with replicated borders; None when the C kernel is unavailable."""
     return _plane_sum("sobel_sum", plane, 1)
+
+
+def mutual_information(a: np.ndarray, b: np.ndarray) -> Optional[float]:
+    """:math:`I(a; b) = H(a) + H(b) - H(a, b)` in nats of two uint8 (H, W) planes of one shape and
+    stride (rows contiguous) from their joint histogram; None when the C kernel is unavailable."""
+    library = _library_or_none()
+    if library is None:
+        return None
+    height, width, stride = _check_planes([a, b])
+    nats = ctypes.c_double()
+    _raise_on(library.mutual_information(a.ctypes.data, b.ctypes.data, height, width, stride, ctypes.byref(nats)),
+              "mutual_information")
+    return nats.value

@@ -261,3 +261,36 @@ int sobel_sum(const unsigned char *f, int H, int W, ptrdiff_t s, double *total) 
     *total = sum;
     return 0;
 }
+
+/* -sum p log p over the non-zero counts c of n bins, p = c / total. */
+static double entropy_nats(const unsigned int *c, int n, double total) {
+    double sum = 0.0;
+    for (int i = 0; i < n; i++)
+        if (c[i]) {
+            const double p = c[i] / total;
+            sum -= p * log(p);
+        }
+    return sum;
+}
+
+/* The mutual information in nats of two H x W 8-bit planes (row stride s) from their 256 x 256
+   joint histogram: H(a) + H(b) - H(a, b), the marginals the joint histogram's row and column sums. */
+int mutual_information(const unsigned char *a, const unsigned char *b, int H, int W, ptrdiff_t s, double *nats) {
+    if (H < 1 || W < 1) return -2;
+    unsigned int *joint = (unsigned int *)calloc(256 * 256 + 2 * 256, sizeof(unsigned int));
+    if (!joint) return -1;
+    unsigned int *rows = joint + 256 * 256, *columns = rows + 256;
+    for (int y = 0; y < H; y++) {
+        const unsigned char *p = a + (ptrdiff_t)y * s, *q = b + (ptrdiff_t)y * s;
+        for (int x = 0; x < W; x++) joint[(unsigned)p[x] << 8 | q[x]]++;
+    }
+    for (int i = 0; i < 256; i++)
+        for (int j = 0; j < 256; j++) {
+            rows[i] += joint[i << 8 | j];
+            columns[j] += joint[i << 8 | j];
+        }
+    const double total = (double)H * W;
+    *nats = entropy_nats(rows, 256, total) + entropy_nats(columns, 256, total) - entropy_nats(joint, 256 * 256, total);
+    free(joint);
+    return 0;
+}
