@@ -191,3 +191,34 @@ def test_vifb_mi_same_with_and_without_the_c_histogram(kernel_built, monkeypatch
     monkeypatch.setattr(native_sums, "_library", {"library": None})
     assert with_c == pytest.approx(vifb_scores(vi, ir, fused, ["MI"])["MI"], rel=1e-12)
     assert with_c == pytest.approx(REFERENCE["MI"](vi, ir, fused), rel=1e-9) and with_c > 0.5
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (31, 45)])
+def test_histogram_counts_every_value(kernel_built, shape):
+    plane = _texture(8, shape)
+    plane[0, :3] = [0, 255, 255][: shape[1]]  # both ends of the range
+    counts = native_sums.histogram(plane)
+    assert counts.dtype == np.float64 and np.array_equal(counts, np.bincount(plane.ravel(), minlength=256))
+    assert np.array_equal(native_sums.histogram(np.full(shape, 255, np.uint8))[255:], [plane.size])
+    with pytest.raises(ValueError, match="contiguous"):
+        native_sums.histogram(np.zeros((4, 6), np.uint8)[:, ::2])
+
+
+def test_ssim_sums_reject_a_kernel_longer_than_the_c_pass_takes(kernel_built):
+    plane = np.zeros((70, 70), np.uint8)
+    with pytest.raises(ValueError, match="taps"):
+        native_sums.ssim_sums([plane, plane], [(0, 1)], np.full(63, 1 / 63), C1, C2)
+    assert native_sums.ssim_sums([plane, plane], [(0, 1)], np.full(61, 1 / 61), C1, C2) == [10.0 * 10.0]
+
+
+@pytest.mark.parametrize("size", [3, 7, 13])
+def test_ssim_sums_of_other_windows_take_the_generic_radius(kernel_built, size):
+    """Radii other than VIFB's 5 go through the loop with a variable radius."""
+    planes = _planes((size + 9, size + 30))
+    kernel = gaussian_kernel_1d(size, size / 6.0).numpy()
+    sums = native_sums.ssim_sums(planes, [(0, 1), (2, 3)], kernel, C1, C2)
+    count = 10 * 31
+    for (i, j), total in zip([(0, 1), (2, 3)], sums):
+        want = ssim_means_numpy(planes[i].astype(np.float64), [planes[j].astype(np.float64)], 255.0, "gaussian", size,
+                                size / 6.0, 0.01, 0.03, False)[0]
+        assert total / count == pytest.approx(want, rel=1e-12)

@@ -15,7 +15,7 @@ full-size intermediate planes.
 * :func:`gradient_sum`: :math:`\\sum_p \\sqrt{(g_x^2 + g_y^2) / 2}` with MATLAB's ``gradient``.
 * :func:`sobel_sum`: :math:`\\sum_p \\sqrt{s_x^2 + s_y^2}`, 3x3 Sobel, replicated border.
 * :func:`mutual_information`: :math:`H(a) + H(b) - H(a, b)` in nats from the 256 x 256 joint
-  histogram, :math:`H = -\\sum p \\log p` over the non-zero bins.
+  histogram, :math:`H = -\\sum p \\log p` over the non-zero bins; :func:`histogram`: the 256-bin one.
 
 The local moments are those of :mod:`native_filter` up to rounding (1e-16 relative), the
 gradient and Sobel roots are the very doubles MATLAB computes (roots of exact integers), and the
@@ -35,6 +35,7 @@ import numpy as np
 from mmdrfuse import native
 
 KERNEL_FILE = "pixel_sums.c"  # package data beside this module
+MAX_TAPS = 61  # pixel_sums.c's MAX_TAPS
 
 _build_lock = threading.Lock()
 _library: dict = {}
@@ -60,7 +61,9 @@ def _library_or_none():
                 for function in (library.gradient_sum, library.sobel_sum):
                     function.argtypes = [pointer, integer, integer, size, pointer]
                 library.mutual_information.argtypes = [pointer, pointer, integer, integer, size, pointer]
-                for function in (library.ssim_sums, library.gradient_sum, library.sobel_sum, library.mutual_information):
+                library.histogram.argtypes = [pointer, integer, integer, size, pointer]
+                for function in (library.ssim_sums, library.gradient_sum, library.sobel_sum, library.mutual_information,
+                                 library.histogram):
                     function.restype = integer
                 _library["library"] = library
         return _library["library"]
@@ -110,6 +113,8 @@ def ssim_sums(planes: Sequence[np.ndarray], pairs: Sequence[Tuple[int, int]], ke
     kernel = np.ascontiguousarray(kernel, dtype=np.float64)
     if kernel.ndim != 1 or kernel.shape[0] % 2 == 0 or not np.array_equal(kernel, kernel[::-1]):
         raise ValueError("the kernel must be 1-D, of odd length and symmetric")
+    if kernel.shape[0] > MAX_TAPS:
+        raise ValueError(f"the kernel has {kernel.shape[0]} taps, more than the C pass's {MAX_TAPS}")
     height, width, stride = _check_planes(planes)
     if min(height, width) < kernel.shape[0]:
         raise ValueError(f"images of size {(height, width)} are smaller than the {kernel.shape[0]}-tap window")
@@ -159,3 +164,15 @@ def mutual_information(a: np.ndarray, b: np.ndarray) -> Optional[float]:
     _raise_on(library.mutual_information(a.ctypes.data, b.ctypes.data, height, width, stride, ctypes.byref(nats)),
               "mutual_information")
     return nats.value
+
+
+def histogram(plane: np.ndarray) -> Optional[np.ndarray]:
+    """The 256-bin histogram of a uint8 (H, W) plane (rows contiguous) as float64 counts (exact);
+    None when the C kernel is unavailable."""
+    library = _library_or_none()
+    if library is None:
+        return None
+    height, width, stride = _check_planes([plane])
+    counts = np.empty(256)
+    _raise_on(library.histogram(plane.ctypes.data, height, width, stride, counts.ctypes.data), "histogram")
+    return counts
