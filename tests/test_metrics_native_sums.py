@@ -222,3 +222,12 @@ def test_ssim_sums_of_other_windows_take_the_generic_radius(kernel_built, size):
         want = ssim_means_numpy(planes[i].astype(np.float64), [planes[j].astype(np.float64)], 255.0, "gaussian", size,
                                 size / 6.0, 0.01, 0.03, False)[0]
         assert total / count == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (33, 47)])
+def test_difference_sums_are_exact_integers(kernel_built, shape):
+    plane = np.random.default_rng(9).integers(0, 256, shape, dtype=np.uint8)
+    wide = plane.astype(np.int64)
+    across, down = native_sums.difference_sums(plane)
+    assert across == float(np.sum(np.diff(wide, axis=1) ** 2)) and down == float(np.sum(np.diff(wide, axis=0) ** 2))
+    assert native_sums.difference_sums(np.full(shape, 3, np.uint8)) == (0.0, 0.0)

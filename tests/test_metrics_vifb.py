@@ -12,6 +12,7 @@ from conftest import shared_path
 from reference_vifb import REFERENCE, rgb2gray
 
 from mmdrfuse.cli import main
+from mmdrfuse.data.io import read_as_stored
 from mmdrfuse.errors import DataError
 from mmdrfuse.metrics import evaluate_folders, evaluate_pair
 from mmdrfuse.metrics.evaluate import parse_metrics
@@ -152,6 +153,13 @@ def test_spatial_frequency_of_8_bit_bands_is_that_of_the_wide_image(shape):
         bands[..., 1], bands[..., 2] = 200, 7
         seams = (200**2 + 193**2) * shape[0]
         assert spatial_frequency(bands) == pytest.approx(math.sqrt(seams / bands.size), rel=1e-15)
+
+
+def test_spatial_frequency_of_a_vifb_image_is_exact():
+    """On this image OpenCV's norm of 8-bit planes rounds its sum of squares (1 ulp in SF): the
+    integer sums must give the float64 wide image's value."""
+    fused = read_as_stored(shared_path("datasets", "VIFB", "fused", "CNN", "snow.jpg"))
+    assert spatial_frequency(fused) == spatial_frequency(fused.astype(np.float64))
 
 
 def test_equal_planes_are_shared_and_only_those():

@@ -16,6 +16,8 @@ full-size intermediate planes.
 * :func:`sobel_sum`: :math:`\\sum_p \\sqrt{s_x^2 + s_y^2}`, 3x3 Sobel, replicated border.
 * :func:`mutual_information`: :math:`H(a) + H(b) - H(a, b)` in nats from the 256 x 256 joint
   histogram, :math:`H = -\\sum p \\log p` over the non-zero bins; :func:`histogram`: the 256-bin one.
+* :func:`difference_sums`: :math:`\\sum (f_{y, x+1} - f_{y, x})^2` and :math:`\\sum (f_{y+1, x} - f_{y, x})^2`,
+  exact integers (OpenCV's ``norm`` of 8-bit planes rounds them).
 
 The local moments are those of :mod:`native_filter` up to rounding (1e-16 relative), the
 gradient and Sobel roots are the very doubles MATLAB computes (roots of exact integers), and the
@@ -61,9 +63,10 @@ def _library_or_none():
                 for function in (library.gradient_sum, library.sobel_sum):
                     function.argtypes = [pointer, integer, integer, size, pointer]
                 library.mutual_information.argtypes = [pointer, pointer, integer, integer, size, pointer]
-                library.histogram.argtypes = [pointer, integer, integer, size, pointer]
+                for function in (library.histogram, library.difference_sums):
+                    function.argtypes = [pointer, integer, integer, size, pointer]
                 for function in (library.ssim_sums, library.gradient_sum, library.sobel_sum, library.mutual_information,
-                                 library.histogram):
+                                 library.histogram, library.difference_sums):
                     function.restype = integer
                 _library["library"] = library
         return _library["library"]
@@ -176,3 +179,15 @@ def histogram(plane: np.ndarray) -> Optional[np.ndarray]:
     counts = np.empty(256)
     _raise_on(library.histogram(plane.ctypes.data, height, width, stride, counts.ctypes.data), "histogram")
     return counts
+
+
+def difference_sums(plane: np.ndarray) -> Optional[tuple]:
+    """(sum of squared differences along rows, down columns) of a uint8 (H, W) plane (rows
+    contiguous), exact; None when the C kernel is unavailable."""
+    library = _library_or_none()
+    if library is None:
+        return None
+    height, width, stride = _check_planes([plane])
+    sums = np.empty(2)
+    _raise_on(library.difference_sums(plane.ctypes.data, height, width, stride, sums.ctypes.data), "difference_sums")
+    return float(sums[0]), float(sums[1])

@@ -315,3 +315,25 @@ int histogram(const unsigned char *a, int H, int W, ptrdiff_t s, double *counts)
         counts[v] = (double)tables[0][v] + (double)tables[1][v] + (double)tables[2][v] + (double)tables[3][v];
     return 0;
 }
+
+/* sums[0] = sum of (f[y][x + 1] - f[y][x])^2, sums[1] = sum of (f[y + 1][x] - f[y][x])^2 over an
+   H x W 8-bit plane (row stride s): exact integers (64-bit sums). */
+int difference_sums(const unsigned char *f, int H, int W, ptrdiff_t s, double *sums) {
+    if (H < 1 || W < 1) return -2;
+    long long across = 0, down = 0;
+    for (int y = 0; y < H; y++) {
+        const unsigned char *row = f + (ptrdiff_t)y * s, *next = row + s;
+        for (int x = 0; x + 1 < W; x++) {
+            const long long d = (int)row[x + 1] - (int)row[x];
+            across += d * d;
+        }
+        if (y + 1 < H)
+            for (int x = 0; x < W; x++) {
+                const long long d = (int)next[x] - (int)row[x];
+                down += d * d;
+            }
+    }
+    sums[0] = (double)across;
+    sums[1] = (double)down;
+    return 0;
+}

@@ -246,14 +246,14 @@ def edge_intensity(fused: np.ndarray, bands: Optional[list] = None) -> float:
 def spatial_frequency(fused: np.ndarray, bands: Optional[list] = None) -> float:
     """SF of ``fused``; ``bands`` as in :func:`average_gradient`."""
     bands = _bands(fused) if bands is None else bands
-    if all(band.dtype == np.uint8 for band in bands):
+    sums = [native_sums.difference_sums(band) if band.dtype == np.uint8 else None for band in bands]
+    if all(pair is not None for pair in sums):
         # The wide image's sums band by band plus its seams: sums of squared 8-bit differences,
-        # exact integers in any order (below 2^53), so the same value as from the wide image.
-        row_changes = sum(cv2.norm(band[:, 1:], band[:, :-1], cv2.NORM_L2SQR) for band in bands)
-        row_changes += sum(float(np.sum(np.square(left[:, -1].astype(np.int64) - right[:, 0])))
-                           for left, right in zip(bands, bands[1:]))
-        column_changes = sum(cv2.norm(band[1:], band[:-1], cv2.NORM_L2SQR) for band in bands)
-        return math.sqrt((row_changes + column_changes) / (fused.shape[0] * fused.shape[1] * len(bands)))
+        # exact integers, so the same value as from the wide image.
+        seams = sum(float(np.sum(np.square(left[:, -1].astype(np.int64) - right[:, 0])))
+                    for left, right in zip(bands, bands[1:]))
+        changes = sum(across + down for across, down in sums) + seams
+        return math.sqrt(changes / (fused.shape[0] * fused.shape[1] * len(bands)))
     wide = np.concatenate(bands, axis=1).astype(np.float64)
     row_changes = cv2.norm(wide[:, 1:], wide[:, :-1], cv2.NORM_L2SQR)
     column_changes = cv2.norm(wide[1:], wide[:-1], cv2.NORM_L2SQR)
