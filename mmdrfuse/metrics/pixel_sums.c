@@ -262,13 +262,15 @@ int sobel_sum(const unsigned char *f, int H, int W, ptrdiff_t s, double *total) 
     return 0;
 }
 
-/* -sum p log p over the non-zero counts c of n bins, p = c / total. */
+/* -sum p log p over the non-zero counts c of n bins, p = c / total, compensated (Kahan): MI is
+   a difference of entropies, so their rounding errors weigh relative to the smaller MI. */
 static double entropy_nats(const unsigned int *c, int n, double total) {
-    double sum = 0.0;
+    double sum = 0.0, lost = 0.0;
     for (int i = 0; i < n; i++)
         if (c[i]) {
-            const double p = c[i] / total;
-            sum -= p * log(p);
+            const double p = c[i] / total, term = -(p * log(p)) - lost, next = sum + term;
+            lost = (next - sum) - term;
+            sum = next;
         }
     return sum;
 }
