@@ -12,6 +12,7 @@ from conftest import shared_path
 from reference_vifb import REFERENCE, rgb2gray
 
 from mmdrfuse.cli import main
+from mmdrfuse.data.io import read_as_stored
 from mmdrfuse.errors import DataError
 from mmdrfuse.metrics import evaluate_folders, evaluate_pair
 from mmdrfuse.metrics.evaluate import parse_metrics
@@ -20,7 +21,7 @@ from mmdrfuse.metrics.ssim import ssim_means_numpy, ssim_means_numpy_many
 from mmdrfuse.metrics.vifb import VIFB_METRICS, vifb_scores
 from mmdrfuse.metrics.vifb.channels import rgb2gray as fast_rgb2gray
 from mmdrfuse.metrics.vifb.chen import normalize1
-from mmdrfuse.metrics.vifb.scores import _share_equal
+from mmdrfuse.metrics.vifb.scores import _share_equal, spatial_frequency
 
 CSV_NAMES = {
     "Avg_gradient": "AG", "Cross_entropy": "CE", "Edge_intensity": "EI", "Entropy": "EN", "Mutinf": "MI",
@@ -119,6 +120,46 @@ def test_shared_planes_give_each_triples_own_value():
     together = ssim_means_numpy_many(groups, *options)
     for (x, ys), means in zip(groups, together):
         assert means == pytest.approx(ssim_means_numpy(x, ys, *options), rel=1e-12)
+
+
+@pytest.mark.parametrize("height", [37, 41, 9])
+def test_qabf_reads_8_bit_rows_in_place_as_the_padded_copy_would(monkeypatch, height):
+    """uint8 images are read band by band in place (the first and last band through a zeroed
+    buffer): the values must be those of the zero-padded float32 copy that other inputs get, with
+    bands of 10 rows, so that first, inner and last bands and a last band of 1 row all occur."""
+    from mmdrfuse.metrics import filters
+
+    width = 45
+    monkeypatch.setattr(filters, "BAND_PIXELS", 10 * width)
+    images = [_texture(seed, (height, width), False) for seed in (1, 2, 3)]
+    images[1][: height // 2] = 0  # zero gradients in part of a source
+    images[2][-1] = 255  # a saturated last row: its edge against the zero padding
+    triples = [tuple(images), (images[1], images[0], images[2])]
+    in_place = qabf_numpy_many(triples)
+    padded = qabf_numpy_many([tuple(image.astype(np.float64) for image in triple) for triple in triples])
+    assert in_place == pytest.approx(padded, rel=1e-13)
+    assert in_place[0] != pytest.approx(in_place[1], rel=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(37, 53, 3), (11, 12, 3), (20, 31)])
+def test_spatial_frequency_of_8_bit_bands_is_that_of_the_wide_image(shape):
+    """SF of uint8 bands sums their integer differences band by band plus the seams: the same
+    double as the float64 wide image [R G B] gives, and the transcription's value."""
+    fused = _texture(5, shape[:2], len(shape) == 3)
+    assert spatial_frequency(fused) == spatial_frequency(fused.astype(np.float64))
+    assert spatial_frequency(fused) == pytest.approx(REFERENCE["SF"](None, None, fused), rel=1e-12)
+    if len(shape) == 3:  # constant bands of different levels: only the seams change
+        bands = np.zeros(shape, np.uint8)
+        bands[..., 1], bands[..., 2] = 200, 7
+        seams = (200**2 + 193**2) * shape[0]
+        assert spatial_frequency(bands) == pytest.approx(math.sqrt(seams / bands.size), rel=1e-15)
+
+
+def test_spatial_frequency_of_a_vifb_image_is_exact():
+    """On this image OpenCV's norm of 8-bit planes rounds its sum of squares (1 ulp in SF): the
+    integer sums must give the float64 wide image's value."""
+    fused = read_as_stored(shared_path("datasets", "VIFB", "fused", "CNN", "snow.jpg"))
+    assert spatial_frequency(fused) == spatial_frequency(fused.astype(np.float64))
 
 
 def test_equal_planes_are_shared_and_only_those():

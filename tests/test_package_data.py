@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from mmdrfuse.fusion import fast_student
-from mmdrfuse.metrics import native_filter
+from mmdrfuse.metrics import native_filter, native_sums
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
@@ -14,6 +14,7 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 @pytest.mark.parametrize("folder, module, entry", [
     ("fusion", fast_student, "int student_rows("),
     ("metrics", native_filter, "int local_moments("),
+    ("metrics", native_sums, "int ssim_sums("),
 ])
 def test_kernel_source_is_shipped_as_package_data(folder, module, entry):
     tomllib = pytest.importorskip("tomllib")

@@ -113,6 +113,31 @@ def _sobel_numpy(rows: np.ndarray, strength: np.ndarray, orientation: np.ndarray
     cv2.copyTo(right_angle[:height], x_is_zero, orientation[:height])
 
 
+def _zero_padded_rows(images, band: int):
+    """``rows(i, start, count)``: rows start - 1 .. start + count of images[i] with a zero row above
+    and below the image, as the float32 rows :func:`_sobel_numpy` takes (uint8 where all images
+    are uint8: the same exact integer responses, faster). uint8 images are read in place but for
+    the first and last band, which go through a small zeroed buffer."""
+    height, width = images[0].shape
+    if not all(image.dtype == np.uint8 for image in images):
+        padded = np.zeros((len(images), height + 2, width), np.float32)
+        for plane, image in zip(padded, images):
+            plane[1:-1] = image
+        return lambda i, start, count: padded[i, start : start + count + 2]
+    edge = np.empty((band + 2, width), np.uint8)
+
+    def rows(i, start, count):
+        if start >= 1 and start + count < height:
+            return images[i][start - 1 : start + count + 1]
+        out = edge[: count + 2]
+        out[:] = 0
+        first, last = max(start - 1, 0), min(start + count + 1, height)  # image rows that exist
+        out[first - (start - 1) : last - (start - 1)] = images[i][first:last]
+        return out
+
+    return rows
+
+
 def qabf_numpy(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
     """Qabf of one triple of (H, W) float64 arrays on the CPU, over bands of rows.
 
@@ -145,12 +170,8 @@ def qabf_numpy_many(triples) -> list:
     height, width = triples[0][0].shape
     if any(image.shape != (height, width) for image in images):
         raise ValueError(f"qabf expects (H, W) arrays of one shape, got {[image.shape for image in images]}")
-    # One zero row above and below: a band's rows of it plus one row of context each side.
-    eight_bit = all(image.dtype == np.uint8 for image in images)
-    padded = np.zeros((len(images), height + 2, width), np.uint8 if eight_bit else np.float32)
-    for plane, image in zip(padded, images):
-        plane[1:-1] = image
     band = max(8, filters.BAND_PIXELS // width)
+    rows_with_context = _zero_padded_rows(images, band)
     strength, orientation = np.empty((2, len(images), band, width), np.float32)
     right_angle = np.full((band, width), math.pi / 2, np.float32)
     larger, relative, scratch = np.empty((3, band, width), np.float32)
@@ -159,7 +180,7 @@ def qabf_numpy_many(triples) -> list:
     for start in range(0, height, band):
         rows = min(band, height - start)
         for i in range(len(images)):
-            _sobel_numpy(padded[i, start : start + rows + 2], strength[i], orientation[i], scratch, right_angle)
+            _sobel_numpy(rows_with_context(i, start, rows), strength[i], orientation[i], scratch, right_angle)
         for t, triple in enumerate(triples):
             fused, *sources = (index[id(image)] for image in triple)
             fused_strength, fused_orientation = strength[fused, :rows], orientation[fused, :rows]

@@ -14,8 +14,9 @@ index error there, so VIFB scores no such triple (:func:`channel_triples` raises
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
+import cv2
 import numpy as np
 
 # MATLAB's rgb2gray: the first row of the inverse of the NTSC (YIQ) matrix.
@@ -49,8 +50,12 @@ def check_triple(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray) -> None:
         raise ValueError(f"sizes differ: visible {vi.shape[:2]}, infrared {ir.shape[:2]}, fused {fused.shape[:2]}")
 
 
-def channel_triples(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The (vi, ir, fused) triples whose metric VIFB averages (one for a gray fused image)."""
+def channel_triples(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, *, fused_planes: Optional[List[np.ndarray]] = None
+                    ) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The (vi, ir, fused) triples whose metric VIFB averages (one for a gray fused image).
+
+    ``fused_planes``: :func:`colour_planes` of a colour ``fused``, when the caller has them already.
+    """
     check_triple(vi, ir, fused)
     if fused.ndim == 2:
         return [(vi, ir, fused)]
@@ -59,4 +64,15 @@ def channel_triples(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray) -> List[T
             "VIFB's code cannot score a colour fused image against a gray visible image "
             "(its wrappers index vi(:, :, k) and MATLAB stops there)"
         )
-    return [(vi[:, :, k], ir if ir.ndim == 2 else ir[:, :, k], fused[:, :, k]) for k in range(fused.shape[2])]
+    vi_planes = colour_planes(vi)
+    fused_planes = colour_planes(fused) if fused_planes is None else fused_planes
+    ir_planes = [ir] * 3 if ir.ndim == 2 else colour_planes(ir)
+    return list(zip(vi_planes, ir_planes, fused_planes))
+
+
+def colour_planes(image: np.ndarray) -> List[np.ndarray]:
+    """The three channels of an (H, W, 3) image, as contiguous planes for uint8 (what the C kernels
+    take; OpenCV splits them in one pass), else as views."""
+    if image.dtype == np.uint8:
+        return list(cv2.split(image))
+    return [image[:, :, k] for k in range(image.shape[2])]

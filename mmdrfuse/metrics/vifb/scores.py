@@ -28,14 +28,16 @@ AG, EI and SF look at the fused image only and handle its channels themselves:
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from mmdrfuse.metrics import native_sums
+from mmdrfuse.metrics.filters import gaussian_kernel_1d
 from mmdrfuse.metrics.qabf import qabf_numpy_many
 from mmdrfuse.metrics.ssim import ssim_means_numpy_many
-from mmdrfuse.metrics.vifb.channels import channel_triples, check_triple, rgb2gray
+from mmdrfuse.metrics.vifb.channels import channel_triples, check_triple, colour_planes, rgb2gray
 from mmdrfuse.metrics.vifb.chen import chen_metrics
 
 VIFB_METRICS: Tuple[str, ...] = ("CE", "EN", "MI", "PSNR", "AG", "EI", "Qabf", "SD", "SF", "RMSE", "SSIM", "Qcb", "Qcv")
@@ -45,6 +47,9 @@ FUSED_ONLY = ("AG", "EI", "SF")
 # where MATLAB passes the uint8 image on (CE, MI, SSIM), unrounded where the wrapper or metric has
 # made it double first (PSNR, RMSE, Qabf). Qcb and Qcv fail in MATLAB on colour sources there.
 FAILS_ON_COLOUR_SOURCES = ("Qcb", "Qcv")
+# Wang's SSIM as VIFB runs it: 11x11 Gaussian of sigma 1.5, C_1 = (0.01 L)^2, C_2 = (0.03 L)^2, L = 255.
+_SSIM_KERNEL = gaussian_kernel_1d(11, 1.5).numpy()
+_SSIM_CONSTANTS = ((0.01 * 255) ** 2, (0.03 * 255) ** 2)
 
 
 def _histogram(image: np.ndarray) -> np.ndarray:
@@ -53,7 +58,8 @@ def _histogram(image: np.ndarray) -> np.ndarray:
         if not np.array_equal(image, np.floor(image)) or image.min() < 0 or image.max() > 255:
             raise ValueError("VIFB's histograms need integer images on 0..255")
         image = image.astype(np.uint8)
-    return cv2.calcHist([image], [0], None, [256], [0, 256]).ravel().astype(np.float64)
+    counts = native_sums.histogram(image) if image.strides[1] == 1 else None
+    return cv2.calcHist([image], [0], None, [256], [0, 256]).ravel().astype(np.float64) if counts is None else counts
 
 
 def _entropy_bits(counts: np.ndarray) -> float:
@@ -69,8 +75,8 @@ def _cross_entropy(source_counts: np.ndarray, fused_counts: np.ndarray, pixels: 
 
 def _levels(image: np.ndarray) -> np.ndarray:
     """VIFB's mutinf: min-max to [0, 1], then int16(x * 255) (round half away from zero), as uint8."""
-    data = image.astype(np.float64)
-    low, high = data.min(), data.max()
+    data = image if image.dtype == np.uint8 else image.astype(np.float64)
+    low, high = float(data.min()), float(data.max())
     if high == low:
         return np.zeros(image.shape, np.uint8)
     if image.dtype == np.uint8:  # the same arithmetic per value, through a table
@@ -80,6 +86,10 @@ def _levels(image: np.ndarray) -> np.ndarray:
 
 
 def _mutual_information(x_levels: np.ndarray, y_levels: np.ndarray) -> float:
+    if x_levels.strides == y_levels.strides and x_levels.strides[1] == 1:  # LUT and zeros give contiguous levels
+        nats = native_sums.mutual_information(x_levels, y_levels)
+        if nats is not None:
+            return nats
     joint = cv2.calcHist([x_levels, y_levels], [0, 1], None, [256, 256], [0, 256, 0, 256]).astype(np.float64)
     total = joint.sum()
 
@@ -110,16 +120,21 @@ def _qabf(triples) -> list:
 
 def _ssim(triples) -> list:
     """SSIM of each channel triple (vi, ir, fused): SSIM(f, a) + SSIM(f, b), all in one pass (an image
-    shared by several triples has its local moments computed once)."""
-    planes: dict = {}
-
-    def plane(image: np.ndarray) -> np.ndarray:
-        image = rgb2gray(image, rounded=True)
-        if id(image) not in planes:
-            planes[id(image)] = (image, np.asarray(image, dtype=np.float64))  # the image kept: its id stays its own
-        return planes[id(image)][1]
-
-    groups = [(plane(fused), [plane(vi), plane(ir)]) for vi, ir, fused in triples]
+    shared by several triples has its local moments computed once): in C where every plane is
+    uint8 (:func:`mmdrfuse.metrics.native_sums.ssim_sums`), else through float64 planes."""
+    gray = [[rgb2gray(image, rounded=True) for image in (fused, vi, ir)] for vi, ir, fused in triples]
+    distinct = {id(image): image for images in gray for image in images}
+    if all(image.dtype == np.uint8 for image in distinct.values()):
+        planes = [np.ascontiguousarray(image) for image in distinct.values()]
+        index = {key: i for i, key in enumerate(distinct)}
+        pairs = [(index[id(fused)], index[id(source)]) for fused, *sources in gray for source in sources]
+        sums = native_sums.ssim_sums(planes, pairs, _SSIM_KERNEL, *_SSIM_CONSTANTS)
+        if sums is not None:
+            border = _SSIM_KERNEL.shape[0] - 1
+            count = (planes[0].shape[0] - border) * (planes[0].shape[1] - border)
+            return [(sums[2 * t] + sums[2 * t + 1]) / count for t in range(len(triples))]
+    planes = {key: np.asarray(image, dtype=np.float64) for key, image in distinct.items()}
+    groups = [(planes[id(fused)], [planes[id(vi)], planes[id(ir)]]) for fused, vi, ir in gray]
     means = ssim_means_numpy_many(groups, 255.0, "gaussian", 11, 1.5, 0.01, 0.03, False)
     return [float(sum(pair)) for pair in means]
 
@@ -183,7 +198,10 @@ def _channel_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, names: Se
 
 
 def _bands(fused: np.ndarray) -> list:
-    return [fused] if fused.ndim == 2 else [fused[:, :, k] for k in range(fused.shape[2])]
+    """The channels of the fused image; uint8 ones as contiguous planes (what the C sums take)."""
+    if fused.ndim == 2:
+        return [np.ascontiguousarray(fused) if fused.dtype == np.uint8 else fused]
+    return colour_planes(fused)
 
 
 def _gradient(band: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -195,20 +213,29 @@ def _gradient(band: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return out
 
 
-def average_gradient(fused: np.ndarray) -> float:
+def average_gradient(fused: np.ndarray, bands: Optional[list] = None) -> float:
+    """AG of ``fused``; ``bands``: its channels as :func:`_bands` gives them, when already split."""
     rows, cols = fused.shape[:2]
     values = []
-    for band in _bands(fused):
-        band = band if band.dtype == np.uint8 else band.astype(np.float64)
-        # sqrt((gx^2 + gy^2) / 2) = |(gx, gy)| / sqrt(2); cv2.magnitude is the exact float64 root.
-        magnitude = cv2.magnitude(_gradient(band, 1, 0), _gradient(band, 0, 1))
-        values.append(cv2.sumElems(magnitude)[0] / math.sqrt(2) / ((rows - 1) * (cols - 1)))
+    for band in _bands(fused) if bands is None else bands:
+        total = native_sums.gradient_sum(band) if band.dtype == np.uint8 else None
+        if total is None:
+            band = band if band.dtype == np.uint8 else band.astype(np.float64)
+            # sqrt((gx^2 + gy^2) / 2) = |(gx, gy)| / sqrt(2); cv2.magnitude is the exact float64 root.
+            magnitude = cv2.magnitude(_gradient(band, 1, 0), _gradient(band, 0, 1))
+            total = cv2.sumElems(magnitude)[0] / math.sqrt(2)
+        values.append(total / ((rows - 1) * (cols - 1)))
     return float(np.mean(values))
 
 
-def edge_intensity(fused: np.ndarray) -> float:
+def edge_intensity(fused: np.ndarray, bands: Optional[list] = None) -> float:
+    """EI of ``fused``; ``bands`` as in :func:`average_gradient`."""
     total = 0.0
-    for band in _bands(fused):
+    for band in _bands(fused) if bands is None else bands:
+        native_total = native_sums.sobel_sum(band) if band.dtype == np.uint8 else None
+        if native_total is not None:
+            total += native_total
+            continue
         band = band if band.dtype == np.uint8 else band.astype(np.float64)
         gx = cv2.Sobel(band, cv2.CV_64F, 1, 0, ksize=3, borderType=cv2.BORDER_REPLICATE)
         gy = cv2.Sobel(band, cv2.CV_64F, 0, 1, ksize=3, borderType=cv2.BORDER_REPLICATE)
@@ -216,8 +243,18 @@ def edge_intensity(fused: np.ndarray) -> float:
     return total / fused.size
 
 
-def spatial_frequency(fused: np.ndarray) -> float:
-    wide = np.concatenate(_bands(fused), axis=1).astype(np.float64)
+def spatial_frequency(fused: np.ndarray, bands: Optional[list] = None) -> float:
+    """SF of ``fused``; ``bands`` as in :func:`average_gradient`."""
+    bands = _bands(fused) if bands is None else bands
+    sums = [native_sums.difference_sums(band) if band.dtype == np.uint8 else None for band in bands]
+    if all(pair is not None for pair in sums):
+        # The wide image's sums band by band plus its seams: sums of squared 8-bit differences,
+        # exact integers, so the same value as from the wide image.
+        seams = sum(float(np.sum(np.square(left[:, -1].astype(np.int64) - right[:, 0])))
+                    for left, right in zip(bands, bands[1:]))
+        changes = sum(across + down for across, down in sums) + seams
+        return math.sqrt(changes / (fused.shape[0] * fused.shape[1] * len(bands)))
+    wide = np.concatenate(bands, axis=1).astype(np.float64)
     row_changes = cv2.norm(wide[:, 1:], wide[:, :-1], cv2.NORM_L2SQR)
     column_changes = cv2.norm(wide[1:], wide[:-1], cv2.NORM_L2SQR)
     return math.sqrt((row_changes + column_changes) / wide.size)
@@ -240,15 +277,13 @@ def vifb_scores(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray, metrics: Sequ
     if min(fused.shape[:2]) < 11:
         raise ValueError(f"images of size {fused.shape[:2]} are smaller than SSIM's 11x11 window")
     out: Dict[str, float] = {}
-    if "AG" in metrics:
-        out["AG"] = average_gradient(fused)
-    if "EI" in metrics:
-        out["EI"] = edge_intensity(fused)
-    if "SF" in metrics:
-        out["SF"] = spatial_frequency(fused)
+    bands = _bands(fused)  # split once (contiguous planes are faster for everything below), shared
+    for name, function in (("AG", average_gradient), ("EI", edge_intensity), ("SF", spatial_frequency)):
+        if name in metrics:
+            out[name] = function(fused, bands)
     per_channel = [name for name in metrics if name not in FUSED_ONLY]
     if per_channel:
-        triples = _share_equal(channel_triples(vi, ir, fused))
+        triples = _share_equal(channel_triples(vi, ir, fused, fused_planes=bands if fused.ndim == 3 else None))
         memo: dict = {}
         scores = [_channel_scores(a, b, f, per_channel, memo) for a, b, f in triples]
         for name, function in (("SSIM", _ssim), ("Qabf", _qabf)):
