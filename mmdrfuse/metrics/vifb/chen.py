@@ -42,6 +42,8 @@ import math
 import cv2
 import numpy as np
 
+from mmdrfuse.metrics.vifb import chen_native
+
 BLOCK = 16
 
 
@@ -187,12 +189,16 @@ def _contrast_power(spectrum: np.ndarray, shape, planes: _Planes) -> np.ndarray:
     """C' = C^3 / (C^2 + 1e-4) of C = |G_2 * I / G_4 * I - 1| ('same', zero padding) of the
     CSF-filtered image I = ifft2(spectrum .* S): a new plane.
 
-    Away from the border both Gaussian filters are circular, so one inverse DFT each of the spectrum
-    times the Gaussian's; the 15-pixel frame, where filter2 pads with zeros instead, is filtered in
-    space from strips of I (30 rows or columns: the frame's outputs need nothing beyond them).
+    With the C kernels (:mod:`~mmdrfuse.metrics.vifb.chen_native`) the Gaussians are applied in
+    space, and C' formed in the same pass. Without them, away from the border both Gaussian filters
+    are circular, so one inverse DFT each of the spectrum times the Gaussian's; the 15-pixel frame,
+    where filter2 pads with zeros instead, is filtered in space from strips of I (30 rows or
+    columns: the frame's outputs need nothing beyond them).
     """
     narrow, wide = np.empty(shape), planes.wide
     filtered = _inverse(spectrum, chen_blum_filter(*shape), planes.product, planes.filtered)
+    if chen_native.contrast_power(filtered, TAPS_2, TAPS_4, SCALE_RATIO, narrow):
+        return narrow
     if min(shape) < MIN_SPECTRAL_SIZE:
         narrow[...], wide[...] = (_zero_padded_filter(filtered, taps) for taps in (TAPS_2, TAPS_4))
     else:
@@ -220,6 +226,14 @@ def chen_blum(c1: np.ndarray, c2: np.ndarray, cf: np.ndarray, planes: _Planes) -
     NaN wherever s or f is 0, and then Q is NaN there whatever its weight: Qcb is NaN as soon as
     any C' has a zero.
     """
+    native = chen_native.chen_blum_sum(c1, c2, cf)
+    if native is None:
+        return _chen_blum_numpy(c1, c2, cf, planes)
+    total, zero = native
+    return math.nan if zero else total / c1.size
+
+
+def _chen_blum_numpy(c1: np.ndarray, c2: np.ndarray, cf: np.ndarray, planes: _Planes) -> float:
     if any(cv2.countNonZero(c) < c.size for c in (c1, c2, cf)):  # NaN counts as non-zero
         return math.nan
     q1, q2, weight = planes.product, planes.filtered, planes.wide
@@ -261,6 +275,12 @@ def _normalized_for_sobel(image: np.ndarray, scratch: np.ndarray) -> np.ndarray:
 
 
 def _saliency(image: np.ndarray, planes: _Planes) -> np.ndarray:
+    """Block sums of g^5, g the Sobel magnitude of the normalised ``image`` (zero padding)."""
+    native = chen_native.saliency_sums(image) if image.dtype == np.uint8 else None
+    return _saliency_numpy(image, planes) if native is None else native
+
+
+def _saliency_numpy(image: np.ndarray, planes: _Planes) -> np.ndarray:
     gx = cv2.Sobel(image, cv2.CV_64F, 1, 0, dst=planes.product, ksize=3, borderType=cv2.BORDER_CONSTANT)
     gy = cv2.Sobel(image, cv2.CV_64F, 0, 1, dst=planes.filtered, ksize=3, borderType=cv2.BORDER_CONSTANT)
     magnitude = cv2.magnitude(gx, gy, planes.wide)
@@ -277,7 +297,10 @@ def chen_varshney(spectra, saliency, planes: _Planes) -> float:
     distortion = []
     for spectrum in spectra[:2]:
         difference = _inverse(cv2.subtract(spectrum, spectra[2], planes.wide), response, planes.product, planes.filtered)
-        distortion.append(_block_sums(np.square(difference, out=difference)) / (BLOCK * BLOCK))
+        sums = chen_native.block_square_sums(difference)
+        if sums is None:
+            sums = _block_sums(np.square(difference, out=difference))
+        distortion.append(sums / (BLOCK * BLOCK))
     with np.errstate(divide="ignore", invalid="ignore"):
         return float(np.sum(saliency[0] * distortion[0] + saliency[1] * distortion[1]) / np.sum(saliency[0] + saliency[1]))
 
