@@ -67,7 +67,7 @@ def test_chen_blum_sum_equals_numpy_and_keeps_the_nan_rule(kernel_built):
     shape = (33, 47)
     c1, c2, cf = (rng.random(shape) * 3 for _ in range(3))
     c2[:5] = cf[:5]  # ties: min = max
-    planes = chen._Planes(shape, ("product", "filtered", "wide"))
+    planes = chen._Planes(shape)
     total, zero = chen_native.chen_blum_sum(c1, c2, cf)
     assert not zero and total / c1.size == pytest.approx(chen._chen_blum_numpy(c1, c2, cf, planes), rel=1e-14)
     for plane in (c1, c2, cf):
@@ -91,7 +91,7 @@ def test_saliency_sums_equal_numpy(kernel_built, shape):
     image = _texture(shape[0], shape)
     image[:3, :3], image[-1, -1] = 255, 0  # the largest Sobel values, in the corner (zero padding)
     checker = (np.indices(shape).sum(0) % 2 * 255).astype(np.uint8)
-    planes = chen._Planes(shape, ("product", "filtered", "wide"))
+    planes = chen._Planes(shape)
     for picture in (image, checker, np.zeros(shape, np.uint8)):
         want = chen._saliency_numpy(picture, planes)
         np.testing.assert_allclose(chen_native.saliency_sums(picture), want, rtol=1e-14)

@@ -12,30 +12,16 @@
 #define TAPS (2 * RADIUS + 1)
 #define BLOCK 16  /* blkproc's blocks */
 
-/* Vertical pass of both Gaussians over rows[0..TAPS-1] (NULL: a zero row outside the image) into
-   n and w: the border rows of the image. */
-static void vertical_border(const double *const *rows, int W, const double *restrict k2,
-                            const double *restrict k4, double *restrict n, double *restrict w) {
-    for (int x = 0; x < W; x++) {
-        double a2 = 0.0, a4 = 0.0;
-        for (int i = 0; i < TAPS; i++)
-            if (rows[i]) {
-                a2 += k2[i] * rows[i][x];
-                a4 += k4[i] * rows[i][x];
-            }
-        n[x] = a2;
-        w[x] = a4;
-    }
-}
-
-/* The same for an output row whose 31 input rows all lie in the image (a: the first, s: the row
-   stride): the symmetric taps halve the multiplies, and one load serves both Gaussians. The row
-   pairs are taken SWEEP at a time, each sweep adding into the rows n and w (in the L1 cache): a
-   loop over x with all 31 rows inside needs 31 row pointers, more than x86 has registers. */
-#define SWEEP 3
-static void vertical_inside(const double *restrict a, ptrdiff_t s, int W, const double *restrict k2,
-                            const double *restrict k4, double *restrict n, double *restrict w) {
-    const double *restrict centre = a + RADIUS * s;
+/* Vertical pass of both Gaussians for one output row from its 31 input rows rows[0..30] (rows
+   outside the image point at a zero row: filter2's zero padding) into the rows n and w. The taps
+   are symmetric, so rows i and 30 - i are added first (16 multiplies per Gaussian, one load for
+   both). The row pairs are taken SWEEP at a time, each sweep adding into n and w, which stay in
+   the L1 cache: one loop over x reading all 31 rows needs 31 row pointers, more than x86 has
+   registers. */
+#define SWEEP 5 /* divides RADIUS */
+static void vertical(const double *const *rows, int W, const double *restrict k2, const double *restrict k4,
+                     double *restrict n, double *restrict w) {
+    const double *restrict centre = rows[RADIUS];
     for (int x = 0; x < W; x++) {
         n[x] = k2[RADIUS] * centre[x];
         w[x] = k4[RADIUS] * centre[x];
@@ -44,8 +30,8 @@ static void vertical_inside(const double *restrict a, ptrdiff_t s, int W, const 
         const double *restrict u[SWEEP], *restrict v[SWEEP];
         double t2[SWEEP], t4[SWEEP];
         for (int j = 0; j < SWEEP; j++) {
-            u[j] = a + (i0 + j) * s;
-            v[j] = a + (2 * RADIUS - i0 - j) * s;
+            u[j] = rows[i0 + j];
+            v[j] = rows[2 * RADIUS - i0 - j];
             t2[j] = k2[i0 + j];
             t4[j] = k4[i0 + j];
         }
@@ -56,6 +42,32 @@ static void vertical_inside(const double *restrict a, ptrdiff_t s, int W, const 
                 const double sum = u[j][x] + v[j][x];
                 a2 += t2[j] * sum;
                 a4 += t4[j] * sum;
+            }
+            n[x] = a2;
+            w[x] = a4;
+        }
+    }
+}
+
+/* The same for a row whose 31 input rows all lie in the image (a: the first, s: the row stride).
+   Row addresses computed from one base: through the array of row pointers above, the inside rows
+   took 1.5 times as long. */
+static void vertical_inside(const double *restrict a, ptrdiff_t s, int W, const double *restrict k2,
+                            const double *restrict k4, double *restrict n, double *restrict w) {
+    const double *restrict centre = a + RADIUS * s;
+    for (int x = 0; x < W; x++) {
+        n[x] = k2[RADIUS] * centre[x];
+        w[x] = k4[RADIUS] * centre[x];
+    }
+    for (int i0 = 0; i0 < RADIUS; i0 += SWEEP) {
+        const double *restrict u = a + i0 * s, *restrict v = a + (2 * RADIUS - i0) * s;
+        for (int x = 0; x < W; x++) {
+            double a2 = n[x], a4 = w[x];
+#pragma GCC unroll 8
+            for (int j = 0; j < SWEEP; j++) {
+                const double sum = u[j * s + x] + v[-j * s + x];
+                a2 += k2[i0 + j] * sum;
+                a4 += k4[i0 + j] * sum;
             }
             n[x] = a2;
             w[x] = a4;
@@ -77,49 +89,37 @@ static inline __attribute__((always_inline)) void horizontal(const double *restr
 /* Qcb's contrast power of one CSF-filtered image (H x W, row stride s) into out (row stride
    out_s): the 31x31 Gaussians k2 (x) k2 and k4 (x) k4 with zero padding (filter2 'same'), then
    per pixel C = |(G2 / G4) ratio - 1| and C' = C^3 / (C^2 + 1e-4) in the order of the NumPy path.
-   The vertical passes run over CHUNK output rows in STRIP-column strips, so that the 31 input
-   rows of a strip stay in the L1 cache from one output row to the next (whole rows: 31 x 5 KB at
-   640 columns, read from L2 for every output row, ran 3x slower). Returns 0, or -1 when out of memory. */
-#define CHUNK 32
-#define STRIP 256
+   Returns 0, or -1 when out of memory. */
 int contrast_power(const double *image, int H, int W, ptrdiff_t s, const double *k2, const double *k4,
                    double ratio, double *out, ptrdiff_t out_s) {
     const size_t padded = (size_t)W + 2 * RADIUS;
-    /* CHUNK zero-padded rows of each Gaussian's vertical pass, then the two horizontal results */
-    double *buffer = (double *)calloc(2 * CHUNK * padded + 2 * (size_t)W, sizeof(double));
+    /* the zero row, the zero-padded rows of the two vertical passes, the two horizontal results */
+    double *buffer = (double *)calloc(3 * padded + 2 * (size_t)W, sizeof(double));
     if (!buffer) return -1;
-    double *narrow = buffer + RADIUS, *wide = buffer + CHUNK * padded + RADIUS;
-    double *h2 = buffer + 2 * CHUNK * padded, *h4 = h2 + W;
-    for (int y0 = 0; y0 < H; y0 += CHUNK) {
-        const int y1 = y0 + CHUNK < H ? y0 + CHUNK : H;
-        for (int x0 = 0; x0 < W; x0 += STRIP) {
-            const int width = x0 + STRIP < W ? STRIP : W - x0;
-            for (int y = y0; y < y1; y++) {
-                double *n = narrow + (size_t)(y - y0) * padded + x0, *w = wide + (size_t)(y - y0) * padded + x0;
-                if (y >= RADIUS && y + RADIUS < H) {
-                    vertical_inside(image + (size_t)(y - RADIUS) * s + x0, s, width, k2, k4, n, w);
-                } else {
-                    const double *rows[TAPS];
-                    for (int i = 0; i < TAPS; i++) {
-                        const int row = y - RADIUS + i;
-                        rows[i] = row >= 0 && row < H ? image + (size_t)row * s + x0 : NULL;
-                    }
-                    vertical_border(rows, width, k2, k4, n, w);
-                }
+    const double *zero = buffer;
+    double *n = buffer + padded + RADIUS, *w = n + padded;
+    double *h2 = buffer + 3 * padded, *h4 = h2 + W;
+    for (int y = 0; y < H; y++) {
+        if (y >= RADIUS && y + RADIUS < H) {
+            vertical_inside(image + (size_t)(y - RADIUS) * s, s, W, k2, k4, n, w);
+        } else {
+            const double *rows[TAPS];
+            for (int i = 0; i < TAPS; i++) {
+                const int row = y - RADIUS + i;
+                rows[i] = row >= 0 && row < H ? image + (size_t)row * s : zero;
             }
+            vertical(rows, W, k2, k4, n, w);
         }
-        for (int y = y0; y < y1; y++) {
-            horizontal(narrow + (size_t)(y - y0) * padded, W, k2, h2);
-            horizontal(wide + (size_t)(y - y0) * padded, W, k4, h4);
-            double *o = out + (size_t)y * out_s;
-            for (int x = 0; x < W; x++) {
-                double c = h2[x] / h4[x];
-                c *= ratio;
-                c -= 1.0;
-                c = fabs(c);
-                const double square = c * c;
-                o[x] = c * square / (square + 1e-4);
-            }
+        horizontal(n, W, k2, h2);
+        horizontal(w, W, k4, h4);
+        double *o = out + (size_t)y * out_s;
+        for (int x = 0; x < W; x++) {
+            double c = h2[x] / h4[x];
+            c *= ratio;
+            c -= 1.0;
+            c = fabs(c);
+            const double square = c * c;
+            o[x] = c * square / (square + 1e-4);
         }
     }
     free(buffer);
