@@ -98,6 +98,29 @@ def test_saliency_sums_equal_numpy(kernel_built, shape):
     assert want.shape == (-(-shape[0] // 16), -(-shape[1] // 16))
 
 
+@pytest.mark.parametrize("shape", [(6, 8), (7, 9), (6, 9), (7, 8), (48, 35)])
+def test_ccs_multiplier_multiplies_every_frequency(shape):
+    """Against cv2.mulSpectrums with the packed DFT of the response's kernel, on every parity of
+    (H, W): a slot given another frequency's response would be off by far more than rounding."""
+    rng = np.random.default_rng(sum(shape))
+    spectrum = cv2.dft(rng.random(shape))
+    radius = chen._radius(*shape, 3.0)
+    response = np.exp(-radius)  # real and even, and different at every frequency radius
+    want = cv2.mulSpectrums(spectrum, cv2.dft(np.fft.ifft2(response).real), 0)
+    np.testing.assert_allclose(spectrum * chen.ccs_multiplier(response), want, rtol=0, atol=1e-15 * np.abs(want).max())
+    assert np.abs(want).max() > 0.1
+
+
+def test_difference_product_equals_numpy_bit_for_bit(kernel_built):
+    rng = np.random.default_rng(4)
+    a, f, m = (rng.standard_normal((33, 47)) * 1e3 for _ in range(3))
+    out = np.empty_like(a)
+    assert chen_native.difference_product(a, f, m, out)
+    np.testing.assert_array_equal(out, (a - f) * m)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        chen_native.difference_product(a, f, m.T.copy().T, out)
+
+
 def _scores(vi, ir, fused):
     return chen.chen_metrics(_share_equal(channel_triples(vi, ir, fused)), ("Qcb", "Qcv"))
 
@@ -177,6 +200,7 @@ def test_no_native_means_the_numpy_path(monkeypatch, tmp_path):
     assert chen_native.chen_blum_sum(plane, plane, plane) is None
     assert chen_native.block_square_sums(plane) is None
     assert chen_native.saliency_sums(plane.astype(np.uint8)) is None
+    assert not chen_native.difference_product(plane, plane, plane, np.empty((20, 20)))
     assert not any(tmp_path.iterdir())
 
 

@@ -82,23 +82,38 @@ def _radius(height: int, width: int, cycles: float) -> np.ndarray:
     return np.sqrt(u**2 + v**2)
 
 
-def _packed(response: np.ndarray) -> np.ndarray:
-    """A real, even frequency response in OpenCV's packed (CCS) layout, for cv2.mulSpectrums, times
-    1 / (H W): the inverse DFT's scale, which then costs no pass of its own."""
-    kernel = np.fft.ifft2(response).real
-    return cv2.dft(kernel / kernel.size)
+def ccs_multiplier(response: np.ndarray) -> np.ndarray:
+    """A real frequency response (H, W), in the FFT's order and even (response[-k] = response[k]),
+    laid out as OpenCV's packed (CCS) spectra of real images are: multiplying such a spectrum by it
+    elementwise is multiplying every frequency by its response, real and imaginary part alike.
+
+    In CCS, column c holds the real or imaginary part of horizontal frequency (c + 1) // 2; the
+    rows of the columns of frequency 0 and W / 2 (W even) are packed the same way, other rows are
+    vertical frequency y. Exact, unlike cv2.mulSpectrums with the DFT of the response's kernel
+    (whose imaginary parts are rounding noise), and one pass with NumPy.
+    """
+    height, width = response.shape
+    packed_rows = (np.arange(height) + 1) // 2
+    out = np.ascontiguousarray(response[:, (np.arange(width) + 1) // 2])
+    out[:, 0] = response[packed_rows, 0]
+    if width % 2 == 0:
+        out[:, -1] = response[packed_rows, width // 2]
+    return out
 
 
 @functools.lru_cache(maxsize=8)
 def chen_blum_filter(height: int, width: int) -> np.ndarray:
+    """The CSF of Qcb as a CCS multiplier, times 1 / (H W): the inverse DFT's scale, which then costs
+    no pass of its own."""
     r = _radius(height, width, 30.0)
-    return _packed(np.exp(-((r / 15.3870) ** 2)) - 0.7622 * np.exp(-((r / 1.3456) ** 2)))
+    return ccs_multiplier(np.exp(-((r / 15.3870) ** 2)) - 0.7622 * np.exp(-((r / 1.3456) ** 2))) / (height * width)
 
 
 @functools.lru_cache(maxsize=8)
 def mannos_sakrison_filter(height: int, width: int) -> np.ndarray:
+    """The Mannos-Sakrison CSF of Qcv as a CCS multiplier, times 1 / (H W)."""
     r = _radius(height, width, 8.0)
-    return _packed(2.6 * (0.0192 + 0.144 * r) * np.exp(-((0.144 * r) ** 1.1)))
+    return ccs_multiplier(2.6 * (0.0192 + 0.144 * r) * np.exp(-((0.144 * r) ** 1.1))) / (height * width)
 
 
 def _gaussian_taps(sigma: float) -> np.ndarray:
@@ -111,10 +126,9 @@ SCALE_RATIO = (1 / (2 * math.pi * 4)) / (1 / (2 * math.pi * 16))
 
 
 def _inverse(spectrum: np.ndarray, response: np.ndarray, product: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """ifft2(spectrum .* response), real, into ``out`` (``product``: a scratch plane; ``response``
-    carries the scale 1 / (H W), see :func:`_packed`)."""
-    cv2.mulSpectrums(spectrum, response, 0, product)
-    return cv2.dft(product, out, cv2.DFT_INVERSE | cv2.DFT_REAL_OUTPUT)
+    """ifft2(spectrum .* response), real, into ``out`` (``product``: a scratch plane; ``response``: a
+    CCS multiplier carrying the scale 1 / (H W), see :func:`chen_blum_filter`)."""
+    return cv2.dft(np.multiply(spectrum, response, out=product), out, cv2.DFT_INVERSE | cv2.DFT_REAL_OUTPUT)
 
 
 RADIUS = TAPS_2.shape[0] // 2
@@ -135,7 +149,8 @@ def chen_blum_gaussians(height: int, width: int):
     """The CSF filter times each 31x31 Gaussian, packed: one inverse DFT gives the Gaussian filter of
     the CSF-filtered image, circularly (equal to filter2's zero padding away from the border)."""
     csf = chen_blum_filter(height, width)
-    return tuple(cv2.mulSpectrums(csf, cv2.dft(_wrapped_gaussian(height, width, taps)), 0) for taps in (TAPS_2, TAPS_4))
+    # the torus's Gaussian is even: its spectrum is real
+    return tuple(csf * ccs_multiplier(np.fft.fft2(_wrapped_gaussian(height, width, taps)).real) for taps in (TAPS_2, TAPS_4))
 
 
 def _border_matrix(taps: np.ndarray) -> np.ndarray:
@@ -326,7 +341,10 @@ def chen_varshney(spectra, saliency, planes: _Planes) -> float:
     response = mannos_sakrison_filter(*spectra[0].shape)
     distortion = []
     for spectrum in spectra[:2]:
-        difference = _inverse(cv2.subtract(spectrum, spectra[2], planes.wide), response, planes.product, planes.filtered)
+        product = planes.product
+        if not chen_native.difference_product(spectrum, spectra[2], response, product):
+            np.multiply(np.subtract(spectrum, spectra[2], out=product), response, out=product)
+        difference = cv2.dft(product, planes.filtered, cv2.DFT_INVERSE | cv2.DFT_REAL_OUTPUT)
         sums = chen_native.block_square_sums(difference)
         if sums is None:
             sums = _block_sums(np.square(difference, out=difference))

@@ -238,3 +238,13 @@ int saliency_sums(const uint8_t *image, int H, int W, ptrdiff_t s, double *sums)
     free(v);
     return 0;
 }
+
+/* Qcv's spectrum product out = (a - f) m of n values (a, f: two packed spectra, m: the filter's
+   CCS multiplier): the difference is rounded before the product, as in NumPy's two passes. */
+int difference_product(const double *a, const double *f, const double *m, double *out, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const double d = a[i] - f[i];
+        out[i] = d * m[i];
+    }
+    return 0;
+}

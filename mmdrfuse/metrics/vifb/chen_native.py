@@ -8,6 +8,7 @@ module, built and cached by :mod:`mmdrfuse.native`, whose cache key covers the C
   NumPy passes of the frequency-domain path.
 * :func:`chen_blum_sum`: :math:`\\sum Q` over the pixels and whether some C' is 0 (the NaN rule).
 * :func:`block_square_sums`: Qcv's :math:`\\sum_{16 \\times 16} d^2` per block.
+* :func:`difference_product`: Qcv's :math:`(X_i - X_F) \\odot M` of two spectra (NumPy: two passes).
 * :func:`saliency_sums`: Qcv's :math:`\\sum_{16 \\times 16} g^5` per block, g the Sobel magnitude of a
   uint8 image, zero padding.
 
@@ -39,6 +40,7 @@ _SIGNATURES = {
     "chen_blum_sum": [_P, _P, _P, _I, _I, _S, _P, _P],
     "block_square_sums": [_P, _I, _I, _S, _P],
     "saliency_sums": [_P, _I, _I, _S, _P],
+    "difference_product": [_P, _P, _P, _P, _S],
 }
 
 
@@ -143,3 +145,18 @@ def saliency_sums(image: np.ndarray) -> Optional[np.ndarray]:
     _checked(library.saliency_sums(image.ctypes.data, image.shape[0], image.shape[1], image.strides[0],
                                    sums.ctypes.data))
     return sums
+
+
+def difference_product(a: np.ndarray, f: np.ndarray, response: np.ndarray, out: np.ndarray) -> bool:
+    """out = (a - f) * response, elementwise, of contiguous float64 arrays of one shape (rounded as
+    NumPy's two passes are); False (``out`` untouched) without the C kernels."""
+    library = _library_or_none()
+    if library is None:
+        return False
+    for plane in (a, f, response, out):
+        if plane.dtype != np.float64 or plane.shape != a.shape or not plane.flags.c_contiguous:
+            raise ValueError(f"expected C-contiguous float64 {a.shape} arrays, got {plane.dtype} {plane.shape}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    _checked(library.difference_product(a.ctypes.data, f.ctypes.data, response.ctypes.data, out.ctypes.data, a.size))
+    return True
