@@ -220,7 +220,7 @@ class _Planes:
         self._used += 1
         return self._kept[self._used - 1]
 
-    def reset(self) -> "_Planes":
+    def reset(self) -> _Planes:
         self._used = 0
         return self
 
@@ -238,7 +238,7 @@ def _planes(shape) -> _Planes:
 
 def _contrast_power(spectrum: np.ndarray, shape, planes: _Planes) -> np.ndarray:
     """C' = C^3 / (C^2 + 1e-4) of C = |G_2 * I / G_4 * I - 1| ('same', zero padding) of the
-    CSF-filtered image I = ifft2(spectrum .* S): a new plane.
+    CSF-filtered image I = ifft2(spectrum .* S), in a plane taken from ``planes``.
 
     With the C kernels (:mod:`~mmdrfuse.metrics.vifb.chen_native`) the Gaussians are applied in
     space, and C' formed in the same pass. Without them, away from the border both Gaussian filters

@@ -18,7 +18,8 @@
    both). The row pairs are taken SWEEP at a time, each sweep adding into n and w, which stay in
    the L1 cache: one loop over x reading all 31 rows needs 31 row pointers, more than x86 has
    registers. */
-#define SWEEP 5 /* divides RADIUS */
+#define SWEEP 5
+_Static_assert(RADIUS % SWEEP == 0, "the sweeps must cover the row pairs exactly");
 static void vertical(const double *const *rows, int W, const double *restrict k2, const double *restrict k4,
                      double *restrict n, double *restrict w) {
     const double *restrict centre = rows[RADIUS];
