@@ -168,6 +168,16 @@ def test_planes_kept_between_calls_carry_nothing_over():
     thread.start()
     thread.join()
     assert fresh == [b]
+    assert chen._per_thread.planes.shape == shape  # kept for the next call
+
+
+def test_planes_of_large_images_are_given_back(monkeypatch):
+    shape = (40, 48)
+    images = [_texture(seed, shape, True) for seed in (1, 2, 3)]
+    kept = _scores(*images)
+    assert chen._per_thread.planes.shape == shape
+    monkeypatch.setattr(chen, "KEEP_BYTES", 12 * 40 * 48 * 8)  # fewer than the call's 4 + 2 x 9 planes
+    assert _scores(*images) == kept and chen._per_thread.planes is None
 
 
 @pytest.mark.parametrize("shape", [(37, 53), (66, 75)])
