@@ -176,7 +176,8 @@ def test_planes_of_large_images_are_given_back(monkeypatch):
     images = [_texture(seed, shape, True) for seed in (1, 2, 3)]
     kept = _scores(*images)
     assert chen._per_thread.planes.shape == shape
-    monkeypatch.setattr(chen, "KEEP_BYTES", 12 * 40 * 48 * 8)  # fewer than the call's 4 + 2 x 9 planes
+    # fewer than the call's 4 scratch planes and a spectrum and C' for each of a triple's 3 images
+    monkeypatch.setattr(chen, "KEEP_BYTES", 8 * 40 * 48 * 8)
     assert _scores(*images) == kept and chen._per_thread.planes is None
 
 
