@@ -33,7 +33,8 @@ Speed (:func:`chen_metrics` scores all channel triples of one call together): an
 one already seen in the call (the three identical channels of a gray infrared image stored as
 RGB, as VIFB's are) is normalised, transformed, filtered and its saliency computed once; every
 full-size plane is one of a set kept per thread from call to call (a fresh 2.4 MB plane costs
-about 1 ms in page faults, more than the arithmetic on it). The per-pixel work is in C
+about 1 ms in page faults, more than the arithmetic on it; see :data:`KEEP_BYTES`), and an
+image's planes are reused once its last triple is scored. The per-pixel work is in C
 (:mod:`~mmdrfuse.metrics.vifb.chen_native`): Qcb's Gaussians in space, so that each image needs
 one inverse DFT (the CSF) instead of three, and C', Q, the block sums and the saliency in one
 pass each. Without a C compiler (or with ``MMDRFUSE_NO_NATIVE``) NumPy and OpenCV do the same,

@@ -13,9 +13,10 @@ module, built and cached by :mod:`mmdrfuse.native`, whose cache key covers the C
   uint8 image, zero padding.
 
 The values equal those of the NumPy path up to rounding (different summation orders; with FMA
-contraction some products are not rounded before they are added): about 1e-15 relative.
-Each function returns None where the kernel cannot be built (no compiler, or
-``MMDRFUSE_NO_NATIVE``): callers then use NumPy and OpenCV.
+contraction some products are not rounded before they are added): Qcb and Qcv to 6e-15 relative
+on VIFB's labMan (difference_product: bit for bit). Each function returns None (or False) where
+the kernels cannot be built (no compiler, or ``MMDRFUSE_NO_NATIVE``): callers then use NumPy and
+OpenCV.
 """
 from __future__ import annotations
 
