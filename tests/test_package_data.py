@@ -7,6 +7,7 @@ import pytest
 
 from mmdrfuse.fusion import fast_student
 from mmdrfuse.metrics import native_filter, native_sums
+from mmdrfuse.metrics.vifb import chen_native
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
@@ -15,6 +16,7 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
     ("fusion", fast_student, "int student_rows("),
     ("metrics", native_filter, "int local_moments("),
     ("metrics", native_sums, "int ssim_sums("),
+    ("metrics/vifb", chen_native, "int contrast_power("),
 ])
 def test_kernel_source_is_shipped_as_package_data(folder, module, entry):
     tomllib = pytest.importorskip("tomllib")

@@ -26,21 +26,31 @@ and :math:`r = \\sqrt{u^2 + v^2}`:
 
 MATLAB keeps the inverse FFTs complex; the filters are real and even, so their imaginary parts
 are rounding noise (about 1e-16 relative) and the real inverse transform is used here (OpenCV's
-packed real DFT, one forward transform per image shared by both metrics).
+packed real DFT, one forward transform per image shared by both metrics; the filter responses
+multiply the packed spectra elementwise, see :func:`ccs_multiplier`).
 
 Speed (:func:`chen_metrics` scores all channel triples of one call together): an image equal to
 one already seen in the call (the three identical channels of a gray infrared image stored as
 RGB, as VIFB's are) is normalised, transformed, filtered and its saliency computed once; every
-plane of the per-pixel work is written into buffers allocated once per call (fresh 2.4 MB
-temporaries cost more in page faults than the arithmetic on them).
+full-size plane is one of a set kept per thread from call to call (a fresh 2.4 MB plane costs
+about 1 ms in page faults, more than the arithmetic on it; see :data:`KEEP_BYTES`), and an
+image's planes are reused once its last triple is scored. The per-pixel work is in C
+(:mod:`~mmdrfuse.metrics.vifb.chen_native`): Qcb's Gaussians in space, so that each image needs
+one inverse DFT (the CSF) instead of three, and C', Q, the block sums and the saliency in one
+pass each. Without a C compiler (or with ``MMDRFUSE_NO_NATIVE``) NumPy and OpenCV do the same,
+the Gaussians as circular filters in the frequency domain with the 15-pixel frame refiltered in
+space (equal to the C path to 6e-15 relative on VIFB's labMan).
 """
 from __future__ import annotations
 
 import functools
 import math
+import threading
 
 import cv2
 import numpy as np
+
+from mmdrfuse.metrics.vifb import chen_native
 
 BLOCK = 16
 
@@ -79,23 +89,38 @@ def _radius(height: int, width: int, cycles: float) -> np.ndarray:
     return np.sqrt(u**2 + v**2)
 
 
-def _packed(response: np.ndarray) -> np.ndarray:
-    """A real, even frequency response in OpenCV's packed (CCS) layout, for cv2.mulSpectrums, times
-    1 / (H W): the inverse DFT's scale, which then costs no pass of its own."""
-    kernel = np.fft.ifft2(response).real
-    return cv2.dft(kernel / kernel.size)
+def ccs_multiplier(response: np.ndarray) -> np.ndarray:
+    """A real frequency response (H, W), in the FFT's order and even (response[-k] = response[k]),
+    laid out as OpenCV's packed (CCS) spectra of real images are: multiplying such a spectrum by it
+    elementwise is multiplying every frequency by its response, real and imaginary part alike.
+
+    In CCS, column c holds the real or imaginary part of horizontal frequency (c + 1) // 2; the
+    rows of the columns of frequency 0 and W / 2 (W even) are packed the same way, other rows are
+    vertical frequency y. Exact, unlike cv2.mulSpectrums with the DFT of the response's kernel
+    (whose imaginary parts are rounding noise), and one pass with NumPy.
+    """
+    height, width = response.shape
+    packed_rows = (np.arange(height) + 1) // 2
+    out = np.ascontiguousarray(response[:, (np.arange(width) + 1) // 2])
+    out[:, 0] = response[packed_rows, 0]
+    if width % 2 == 0:
+        out[:, -1] = response[packed_rows, width // 2]
+    return out
 
 
 @functools.lru_cache(maxsize=8)
 def chen_blum_filter(height: int, width: int) -> np.ndarray:
+    """The CSF of Qcb as a CCS multiplier, times 1 / (H W): the inverse DFT's scale, which then costs
+    no pass of its own."""
     r = _radius(height, width, 30.0)
-    return _packed(np.exp(-((r / 15.3870) ** 2)) - 0.7622 * np.exp(-((r / 1.3456) ** 2)))
+    return ccs_multiplier(np.exp(-((r / 15.3870) ** 2)) - 0.7622 * np.exp(-((r / 1.3456) ** 2))) / (height * width)
 
 
 @functools.lru_cache(maxsize=8)
 def mannos_sakrison_filter(height: int, width: int) -> np.ndarray:
+    """The Mannos-Sakrison CSF of Qcv as a CCS multiplier, times 1 / (H W)."""
     r = _radius(height, width, 8.0)
-    return _packed(2.6 * (0.0192 + 0.144 * r) * np.exp(-((0.144 * r) ** 1.1)))
+    return ccs_multiplier(2.6 * (0.0192 + 0.144 * r) * np.exp(-((0.144 * r) ** 1.1))) / (height * width)
 
 
 def _gaussian_taps(sigma: float) -> np.ndarray:
@@ -108,10 +133,9 @@ SCALE_RATIO = (1 / (2 * math.pi * 4)) / (1 / (2 * math.pi * 16))
 
 
 def _inverse(spectrum: np.ndarray, response: np.ndarray, product: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """ifft2(spectrum .* response), real, into ``out`` (``product``: a scratch plane; ``response``
-    carries the scale 1 / (H W), see :func:`_packed`)."""
-    cv2.mulSpectrums(spectrum, response, 0, product)
-    return cv2.dft(product, out, cv2.DFT_INVERSE | cv2.DFT_REAL_OUTPUT)
+    """ifft2(spectrum .* response), real, into ``out`` (``product``: a scratch plane; ``response``: a
+    CCS multiplier carrying the scale 1 / (H W), see :func:`chen_blum_filter`)."""
+    return cv2.dft(np.multiply(spectrum, response, out=product), out, cv2.DFT_INVERSE | cv2.DFT_REAL_OUTPUT)
 
 
 RADIUS = TAPS_2.shape[0] // 2
@@ -132,7 +156,8 @@ def chen_blum_gaussians(height: int, width: int):
     """The CSF filter times each 31x31 Gaussian, packed: one inverse DFT gives the Gaussian filter of
     the CSF-filtered image, circularly (equal to filter2's zero padding away from the border)."""
     csf = chen_blum_filter(height, width)
-    return tuple(cv2.mulSpectrums(csf, cv2.dft(_wrapped_gaussian(height, width, taps)), 0) for taps in (TAPS_2, TAPS_4))
+    # the torus's Gaussian is even: its spectrum is real
+    return tuple(csf * ccs_multiplier(np.fft.fft2(_wrapped_gaussian(height, width, taps)).real) for taps in (TAPS_2, TAPS_4))
 
 
 def _border_matrix(taps: np.ndarray) -> np.ndarray:
@@ -176,23 +201,74 @@ def _refilter_frame(plane: np.ndarray, filtered: np.ndarray, taps: np.ndarray, b
 
 
 class _Planes:
-    """Float64 (H, W) planes allocated once per call and reused by every image and channel."""
+    """Float64 (H, W) planes kept from call to call: the named scratch planes shared by every image
+    and channel, and those :meth:`take` hands out for one image's spectrum or C'. A fresh 2.4 MB
+    plane costs about 1 ms of page faults (AMD EPYC), more than most of the arithmetic on it."""
 
-    def __init__(self, shape, names):
-        for name in names:
+    SCRATCH = ("product", "filtered", "wide", "normal")
+
+    def __init__(self, shape):
+        self.shape = shape
+        for name in self.SCRATCH:
             setattr(self, name, np.empty(shape))
+        self._kept: list = []
+        self._used, self._free = 0, []
+
+    def take(self) -> np.ndarray:
+        """A plane no other caller holds until it is given back or :meth:`reset`."""
+        if self._free:
+            return self._free.pop()
+        if self._used == len(self._kept):
+            self._kept.append(np.empty(self.shape))
+        self._used += 1
+        return self._kept[self._used - 1]
+
+    def give(self, plane: np.ndarray) -> None:
+        """Hand back a plane from :meth:`take`, for the next :meth:`take`."""
+        self._free.append(plane)
+
+    def reset(self) -> _Planes:
+        self._used, self._free = 0, []
+        return self
+
+    @property
+    def nbytes(self) -> int:
+        return (len(self.SCRATCH) + len(self._kept)) * math.prod(self.shape) * 8
+
+
+_per_thread = threading.local()
+# The most a thread keeps between calls (10 planes for RGB triples: 25 MB at 640x480, 105 MB at
+# 1280x1024): larger images give their planes back after each call.
+KEEP_BYTES = 256 * 2**20
+
+
+def _planes(shape) -> _Planes:
+    """This thread's planes for ``shape`` (those of one image size at a time are kept)."""
+    planes = getattr(_per_thread, "planes", None)
+    if planes is None or planes.shape != shape:
+        planes = _per_thread.planes = _Planes(shape)
+    return planes.reset()
+
+
+def _release_if_large(planes: _Planes) -> None:
+    if planes.nbytes > KEEP_BYTES:
+        _per_thread.planes = None
 
 
 def _contrast_power(spectrum: np.ndarray, shape, planes: _Planes) -> np.ndarray:
     """C' = C^3 / (C^2 + 1e-4) of C = |G_2 * I / G_4 * I - 1| ('same', zero padding) of the
-    CSF-filtered image I = ifft2(spectrum .* S): a new plane.
+    CSF-filtered image I = ifft2(spectrum .* S), in a plane taken from ``planes``.
 
-    Away from the border both Gaussian filters are circular, so one inverse DFT each of the spectrum
-    times the Gaussian's; the 15-pixel frame, where filter2 pads with zeros instead, is filtered in
-    space from strips of I (30 rows or columns: the frame's outputs need nothing beyond them).
+    With the C kernels (:mod:`~mmdrfuse.metrics.vifb.chen_native`) the Gaussians are applied in
+    space, and C' formed in the same pass. Without them, away from the border both Gaussian filters
+    are circular, so one inverse DFT each of the spectrum times the Gaussian's; the 15-pixel frame,
+    where filter2 pads with zeros instead, is filtered in space from strips of I (30 rows or
+    columns: the frame's outputs need nothing beyond them).
     """
-    narrow, wide = np.empty(shape), planes.wide
+    narrow, wide = planes.take(), planes.wide
     filtered = _inverse(spectrum, chen_blum_filter(*shape), planes.product, planes.filtered)
+    if chen_native.contrast_power(filtered, TAPS_2, TAPS_4, SCALE_RATIO, narrow):
+        return narrow
     if min(shape) < MIN_SPECTRAL_SIZE:
         narrow[...], wide[...] = (_zero_padded_filter(filtered, taps) for taps in (TAPS_2, TAPS_4))
     else:
@@ -220,6 +296,14 @@ def chen_blum(c1: np.ndarray, c2: np.ndarray, cf: np.ndarray, planes: _Planes) -
     NaN wherever s or f is 0, and then Q is NaN there whatever its weight: Qcb is NaN as soon as
     any C' has a zero.
     """
+    native = chen_native.chen_blum_sum(c1, c2, cf)
+    if native is None:
+        return _chen_blum_numpy(c1, c2, cf, planes)
+    total, zero = native
+    return math.nan if zero else total / c1.size
+
+
+def _chen_blum_numpy(c1: np.ndarray, c2: np.ndarray, cf: np.ndarray, planes: _Planes) -> float:
     if any(cv2.countNonZero(c) < c.size for c in (c1, c2, cf)):  # NaN counts as non-zero
         return math.nan
     q1, q2, weight = planes.product, planes.filtered, planes.wide
@@ -261,6 +345,12 @@ def _normalized_for_sobel(image: np.ndarray, scratch: np.ndarray) -> np.ndarray:
 
 
 def _saliency(image: np.ndarray, planes: _Planes) -> np.ndarray:
+    """Block sums of g^5, g the Sobel magnitude of the normalised ``image`` (zero padding)."""
+    native = chen_native.saliency_sums(image) if image.dtype == np.uint8 else None
+    return _saliency_numpy(image, planes) if native is None else native
+
+
+def _saliency_numpy(image: np.ndarray, planes: _Planes) -> np.ndarray:
     gx = cv2.Sobel(image, cv2.CV_64F, 1, 0, dst=planes.product, ksize=3, borderType=cv2.BORDER_CONSTANT)
     gy = cv2.Sobel(image, cv2.CV_64F, 0, 1, dst=planes.filtered, ksize=3, borderType=cv2.BORDER_CONSTANT)
     magnitude = cv2.magnitude(gx, gy, planes.wide)
@@ -276,19 +366,24 @@ def chen_varshney(spectra, saliency, planes: _Planes) -> float:
     response = mannos_sakrison_filter(*spectra[0].shape)
     distortion = []
     for spectrum in spectra[:2]:
-        difference = _inverse(cv2.subtract(spectrum, spectra[2], planes.wide), response, planes.product, planes.filtered)
-        distortion.append(_block_sums(np.square(difference, out=difference)) / (BLOCK * BLOCK))
+        product = planes.product
+        if not chen_native.difference_product(spectrum, spectra[2], response, product):
+            np.multiply(np.subtract(spectrum, spectra[2], out=product), response, out=product)
+        difference = cv2.dft(product, planes.filtered, cv2.DFT_INVERSE | cv2.DFT_REAL_OUTPUT)
+        sums = chen_native.block_square_sums(difference)
+        if sums is None:
+            sums = _block_sums(np.square(difference, out=difference))
+        distortion.append(sums / (BLOCK * BLOCK))
     with np.errstate(divide="ignore", invalid="ignore"):
         return float(np.sum(saliency[0] * distortion[0] + saliency[1] * distortion[1]) / np.sum(saliency[0] + saliency[1]))
 
 
 class _Image:
-    """One image of the call: its packed spectrum, then, when asked, its normalised form, C' and saliency."""
+    """One image of the call: its packed spectrum, then, when asked, its C' and saliency."""
 
-    def __init__(self, image: np.ndarray, scratch: np.ndarray):
+    def __init__(self, image: np.ndarray):
         self.raw = image
-        self.spectrum = cv2.dft(normalize1(image, scratch))
-        self.contrast = self.saliency = None
+        self.spectrum = self.contrast = self.saliency = None
 
     def same(self, image: np.ndarray) -> bool:
         """Whether ``image`` holds the same values (a first row first: distinct channels differ at once)."""
@@ -296,23 +391,39 @@ class _Image:
             return True
         return self.raw.dtype == image.dtype and np.array_equal(self.raw[0], image[0]) and np.array_equal(self.raw, image)
 
+    def transform(self, planes: _Planes) -> None:
+        if self.spectrum is None:
+            self.spectrum = cv2.dft(normalize1(self.raw, planes.normal), planes.take())
+
+    def release(self, planes: _Planes) -> None:
+        """Give the full-size planes back (no later triple needs them)."""
+        for plane in (self.spectrum, self.contrast):
+            if plane is not None:
+                planes.give(plane)
+        self.spectrum = self.contrast = None
+
 
 def chen_metrics(triples, names) -> list:
     """[{"Qcb": ..., "Qcv": ...} (those in ``names``) of each (H, W) channel triple (vi, ir, fused)]."""
     shape = triples[0][2].shape
-    planes = _Planes(shape, ("product", "filtered", "wide", "normal"))
+    planes = _planes(shape)
     seen: list = []
 
     def image(raw: np.ndarray) -> _Image:
         known = next((item for item in seen if item.same(raw)), None)
         if known is None:
-            known = _Image(raw, planes.normal)
+            known = _Image(raw)
             seen.append(known)
         return known
 
+    rows = [[image(raw) for raw in triple] for triple in triples]
+    # An image's planes go back once its last triple is scored: VIFB's RGB triples with a gray
+    # infrared image then hold 6 planes at a time, not 14 (fewer cache misses).
+    last = {id(item): index for index, row in enumerate(rows) for item in row}
     out = []
-    for triple in triples:
-        images = [image(raw) for raw in triple]
+    for index, images in enumerate(rows):
+        for item in images:
+            item.transform(planes)
         scores = {}
         if "Qcb" in names:
             for item in images:
@@ -326,4 +437,8 @@ def chen_metrics(triples, names) -> list:
             scores["Qcv"] = chen_varshney([item.spectrum for item in images], [item.saliency for item in images[:2]],
                                           planes)
         out.append(scores)
+        for item in {id(item): item for item in images}.values():
+            if last[id(item)] == index:
+                item.release(planes)
+    _release_if_large(planes)
     return out
