@@ -16,8 +16,9 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional, Sequence
 
 CPUINFO = "/proc/cpuinfo"  # Linux; a module attribute so tests can hand in another machine's
 
@@ -105,3 +106,25 @@ def build_library(name: str, source: str, compiler: Optional[str]) -> ctypes.CDL
         except (OSError, subprocess.SubprocessError, RuntimeError) as error:
             errors.append(str(error))
     raise RuntimeError(f"cannot build the native {name}:\n" + "\n".join(errors))
+
+
+_load_lock = threading.Lock()
+
+
+def load_once(loaded: dict, name: str, source: str, signatures: Mapping[str, Sequence]) -> Optional[ctypes.CDLL]:
+    """The library ``name`` built from ``source`` by :func:`build_library`, with the ``argtypes`` of
+    each function in ``signatures`` set (every one returns an int status), memoised in ``loaded``
+    (its module's dict, under ``"library"``); None, memoised too (no retry per call), when it
+    cannot be built: its callers then take their NumPy path."""
+    with _load_lock:
+        if "library" not in loaded:
+            try:
+                library = build_library(name, source, find_compiler())
+            except RuntimeError:
+                library = None
+            else:
+                for function, argtypes in signatures.items():
+                    getattr(library, function).argtypes = list(argtypes)
+                    getattr(library, function).restype = ctypes.c_int
+            loaded["library"] = library
+        return loaded["library"]

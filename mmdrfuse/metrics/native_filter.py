@@ -22,7 +22,6 @@ of 8-bit values are exact either way).
 from __future__ import annotations
 
 import ctypes
-import threading
 from importlib import resources
 from typing import Optional, Sequence
 
@@ -32,8 +31,9 @@ from mmdrfuse import native
 
 KERNEL_FILE = "symmetric_filter.c"  # package data beside this module
 
-_build_lock = threading.Lock()
-_library: dict = {}
+_library: dict = {}  # native.load_once's memo
+_P, _I, _S = ctypes.c_void_p, ctypes.c_int, ctypes.c_ssize_t
+SIGNATURES = {"local_moments": [_P, _P, _I, _I, _S, _I, _P, _I, _I, _P, _S]}
 
 
 def kernel_source() -> str:
@@ -43,20 +43,8 @@ def kernel_source() -> str:
 
 def _function():
     """The C ``local_moments``, or None when it cannot be built (remembered: no retry per call)."""
-    with _build_lock:
-        if "function" not in _library:
-            try:
-                library = native.build_library("symmetric_filter", kernel_source(), native.find_compiler())
-            except RuntimeError:
-                _library["function"] = None
-            else:
-                function = library.local_moments
-                pointer, size = ctypes.c_void_p, ctypes.c_ssize_t
-                function.argtypes = [pointer, pointer, ctypes.c_int, ctypes.c_int, size, ctypes.c_int, pointer,
-                                     ctypes.c_int, ctypes.c_int, pointer, size]
-                function.restype = ctypes.c_int
-                _library["function"] = function
-        return _library["function"]
+    library = native.load_once(_library, "symmetric_filter", kernel_source(), SIGNATURES)
+    return None if library is None else library.local_moments
 
 
 def available() -> bool:

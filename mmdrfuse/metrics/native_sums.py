@@ -28,7 +28,6 @@ or ``MMDRFUSE_NO_NATIVE``): callers then use their NumPy / OpenCV path.
 from __future__ import annotations
 
 import ctypes
-import threading
 from importlib import resources
 from typing import Optional, Sequence, Tuple
 
@@ -39,8 +38,16 @@ from mmdrfuse import native
 KERNEL_FILE = "pixel_sums.c"  # package data beside this module
 MAX_TAPS = 61  # pixel_sums.c's MAX_TAPS
 
-_build_lock = threading.Lock()
-_library: dict = {}
+_library: dict = {}  # native.load_once's memo
+_P, _I, _S, _D = ctypes.c_void_p, ctypes.c_int, ctypes.c_ssize_t, ctypes.c_double
+SIGNATURES = {
+    "ssim_sums": [_P, _I, _P, _I, _I, _I, _S, _P, _I, _D, _D, _P],
+    "gradient_sum": [_P, _I, _I, _S, _P],
+    "sobel_sum": [_P, _I, _I, _S, _P],
+    "mutual_information": [_P, _P, _I, _I, _S, _P],
+    "histogram": [_P, _I, _I, _S, _P],
+    "difference_sums": [_P, _I, _I, _S, _P],
+}
 
 
 def kernel_source() -> str:
@@ -50,26 +57,7 @@ def kernel_source() -> str:
 
 def _library_or_none():
     """The loaded library with its signatures set, or None when it cannot be built (remembered)."""
-    with _build_lock:
-        if "library" not in _library:
-            try:
-                library = native.build_library("pixel_sums", kernel_source(), native.find_compiler())
-            except RuntimeError:
-                _library["library"] = None
-            else:
-                pointer, size, integer = ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int
-                library.ssim_sums.argtypes = [pointer, integer, pointer, integer, integer, integer, size, pointer,
-                                              integer, ctypes.c_double, ctypes.c_double, pointer]
-                for function in (library.gradient_sum, library.sobel_sum):
-                    function.argtypes = [pointer, integer, integer, size, pointer]
-                library.mutual_information.argtypes = [pointer, pointer, integer, integer, size, pointer]
-                for function in (library.histogram, library.difference_sums):
-                    function.argtypes = [pointer, integer, integer, size, pointer]
-                for function in (library.ssim_sums, library.gradient_sum, library.sobel_sum, library.mutual_information,
-                                 library.histogram, library.difference_sums):
-                    function.restype = integer
-                _library["library"] = library
-        return _library["library"]
+    return native.load_once(_library, "pixel_sums", kernel_source(), SIGNATURES)
 
 
 def available() -> bool:

@@ -21,7 +21,6 @@ OpenCV.
 from __future__ import annotations
 
 import ctypes
-import threading
 from importlib import resources
 from typing import Optional, Tuple
 
@@ -32,11 +31,10 @@ from mmdrfuse import native
 KERNEL_FILE = "chen_kernels.c"  # package data beside this module
 BLOCK = 16
 
-_build_lock = threading.Lock()
-_library: dict = {}
+_library: dict = {}  # native.load_once's memo
 
 _P, _I, _S = ctypes.c_void_p, ctypes.c_int, ctypes.c_ssize_t
-_SIGNATURES = {
+SIGNATURES = {
     "contrast_power": [_P, _I, _I, _S, _P, _P, ctypes.c_double, _P, _S],
     "chen_blum_sum": [_P, _P, _P, _I, _I, _S, _P, _P],
     "block_square_sums": [_P, _I, _I, _S, _P],
@@ -52,18 +50,7 @@ def kernel_source() -> str:
 
 def _library_or_none():
     """The loaded library with its signatures set, or None when it cannot be built (remembered)."""
-    with _build_lock:
-        if "library" not in _library:
-            try:
-                library = native.build_library("chen_kernels", kernel_source(), native.find_compiler())
-            except RuntimeError:
-                library = None
-            else:
-                for name, argtypes in _SIGNATURES.items():
-                    function = getattr(library, name)
-                    function.argtypes, function.restype = argtypes, ctypes.c_int
-            _library["library"] = library
-        return _library["library"]
+    return native.load_once(_library, "chen_kernels", kernel_source(), SIGNATURES)
 
 
 def available() -> bool:
