@@ -29,7 +29,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import shlex
 import shutil
 import struct
@@ -50,6 +49,7 @@ from mmdrfuse.fusion.classical import CLASSICAL_METHODS
 from mmdrfuse.fusion.infer import fuse_folder
 from mmdrfuse.fusion.networks import load_model
 from mmdrfuse.metrics.evaluate import LOWER_IS_BETTER, PAPER_METRICS, evaluate_methods
+from mmdrfuse.native import cpu_description
 
 FORMAT = "mmdrfuse-shipped-weights/1"
 COMMAND = "ship_weights"  # the .mmdrfuse.json marker's command: what may replace the folder
@@ -217,12 +217,7 @@ def measure(sets: Mapping[str, Path], rows: Mapping[str, Any], work: Path, log=p
 
 
 def host_cpu() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            names = {line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")}
-        return ", ".join(sorted(names)) + f" ({os.cpu_count()} logical CPUs)"
-    except OSError:
-        return platform.processor() or platform.machine()
+    return f"{cpu_description()} ({os.cpu_count()} logical CPUs)"
 
 
 def markdown_table(measured: Mapping[str, Any], shipped: str, cpu: str, command: str, outcome: str) -> str:

@@ -53,6 +53,7 @@ from mmdrfuse.fusion.checkpoints import RESUME_FILE
 from mmdrfuse.fusion.perceptual import default_vgg19_path, exact_fp32
 from mmdrfuse.fusion.recipes import RECIPES
 from mmdrfuse.fusion.train import train_model
+from mmdrfuse.native import cpu_description
 
 FORMAT = "mmdrfuse-train-weights/1"
 MARKER = "train_weights.json"
@@ -129,12 +130,7 @@ def patch_manifest(patches: PatchSet, ids: List[str], llvip: Path, settings: Dic
 
 
 def host_cpu() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            names = {line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")}
-        return ", ".join(sorted(names)) + f" ({os.cpu_count()} logical CPUs)"
-    except OSError:
-        return platform.processor() or platform.machine()
+    return f"{cpu_description()} ({os.cpu_count()} logical CPUs)"
 
 
 def environment(device: str) -> Dict[str, Any]:
