@@ -119,17 +119,16 @@ def run_local(function: Callable, tasks: Sequence[Mapping], jobs: int = 1, progr
         return [_outcome(function, task) for task in tasks]
     from concurrent.futures import ProcessPoolExecutor
 
+    from tqdm import tqdm
+
     processes = min(jobs, len(tasks))
     pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
                                initargs=(threads_per_job(processes),), **FRESH_PROCESS_PER_TASK)
+    bar = tqdm(total=len(tasks), desc=progress, unit="task", disable=not progress)
     try:
         futures = [pool.submit(_worker_outcome, function, task) for task in tasks]
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(futures), desc=progress, unit="task")
-            for future in futures:
-                future.add_done_callback(lambda _: bar.update())
+        for future in futures:
+            future.add_done_callback(lambda _: bar.update())
         outcomes = []
         for future in futures:
             try:
@@ -140,9 +139,9 @@ def run_local(function: Callable, tasks: Sequence[Mapping], jobs: int = 1, progr
         _end_workers(pool)  # Ctrl-C or SIGTERM: no task keeps running behind the interrupted run
         pool.shutdown(wait=True, cancel_futures=True)
         raise
+    finally:
+        bar.close()  # also after an interrupt: the terminal line is not left half-drawn
     pool.shutdown(wait=True)
-    if progress:
-        bar.close()
     return outcomes
 
 
